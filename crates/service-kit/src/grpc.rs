@@ -1,0 +1,118 @@
+//! gRPC serving pieces: the server-span layer, health and reflection.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tonic_health::server::HealthReporter;
+use tower_http::classify::GrpcFailureClass;
+use tower_http::trace::{MakeSpan, OnFailure, TraceLayer};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::trace_context;
+
+/// A tower layer that opens a server span per RPC, continuing the caller's W3C
+/// trace context from the request metadata. Health and reflection calls get none.
+pub fn trace_layer() -> TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::GrpcErrorsAsFailures>,
+    ServerSpan,
+    (),
+    (),
+    (),
+    (),
+    RecordFailure,
+> {
+    TraceLayer::new_for_grpc()
+        .make_span_with(ServerSpan)
+        .on_request(())
+        .on_response(())
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(RecordFailure)
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSpan;
+
+impl<B> MakeSpan<B> for ServerSpan {
+    fn make_span(&mut self, request: &http::Request<B>) -> Span {
+        let path = request.uri().path();
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or((path, ""));
+        if service.starts_with("grpc.health.") || service.starts_with("grpc.reflection.") {
+            return Span::none();
+        }
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %format!("{service}/{method}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        let parent = trace_context::extract(
+            request
+                .headers()
+                .iter()
+                .filter_map(|(name, value)| value.to_str().ok().map(|v| (name.as_str(), v))),
+        );
+        if let Err(error) = span.set_parent(parent) {
+            tracing::debug!(%error, "cannot continue caller trace");
+        }
+        span
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RecordFailure;
+
+impl OnFailure<GrpcFailureClass> for RecordFailure {
+    fn on_failure(&mut self, failure: GrpcFailureClass, _latency: Duration, span: &Span) {
+        span.record("otel.status_code", "ERROR");
+        if let GrpcFailureClass::Code(code) = failure {
+            span.record("rpc.grpc.status_code", code.get());
+        }
+    }
+}
+
+/// gRPC server reflection (v1 and v1alpha) over the given descriptor set.
+pub fn reflection(
+    file_descriptor_set: &'static [u8],
+) -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(file_descriptor_set)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(file_descriptor_set)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    Ok((v1, v1alpha))
+}
+
+/// Resolves when `shutdown` is cancelled, after flipping every service's
+/// health to NOT_SERVING so load balancers stop sending traffic.
+pub async fn drain_signal(
+    shutdown: CancellationToken,
+    health: HealthReporter,
+    services: Vec<String>,
+) {
+    shutdown.cancelled().await;
+    for service in services.iter().map(String::as_str).chain([""]) {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    tracing::info!("grpc server draining");
+}

@@ -1,0 +1,129 @@
+//! The one mapping from error kinds to `tonic::Status`. Services convert their
+//! application errors into an [`ErrorKind`] and call [`to_status`]; nothing
+//! else builds a `Status` by hand.
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// One invalid field of a request: its path (e.g. `items[2].quantity`) and
+/// what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// Collects every violation of a request while parsing it, so the caller
+/// learns about all of them at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of `result`, or `None` after recording its error against `field`.
+    pub fn check<T>(&mut self, field: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(description) => {
+                self.0.push(FieldViolation::new(field, description));
+                None
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_vec(self) -> Vec<FieldViolation> {
+        self.0
+    }
+}
+
+/// What went wrong, as far as a caller needs to know.
+#[derive(Debug)]
+pub enum ErrorKind {
+    /// The request is malformed; nothing was written.
+    InvalidArgument(Vec<FieldViolation>),
+    /// The named thing does not exist.
+    NotFound(String),
+    /// The request conflicts with the current state.
+    FailedPrecondition(String),
+    /// A dependency (database, broker) is unavailable; retrying may succeed.
+    Unavailable(anyhow::Error),
+    /// A bug or unexpected failure; logged with its cause chain, never shown.
+    Internal(anyhow::Error),
+}
+
+pub fn to_status(kind: ErrorKind) -> Status {
+    match kind {
+        ErrorKind::InvalidArgument(violations) => {
+            let mut details = ErrorDetails::new();
+            for v in &violations {
+                details.add_bad_request_violation(v.field.clone(), v.description.clone());
+            }
+            let summary = violations
+                .iter()
+                .map(|v| format!("{}: {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; ");
+            Status::with_error_details(
+                Code::InvalidArgument,
+                format!("invalid request: {summary}"),
+                details,
+            )
+        }
+        ErrorKind::NotFound(what) => Status::not_found(what),
+        ErrorKind::FailedPrecondition(why) => Status::failed_precondition(why),
+        ErrorKind::Unavailable(error) => {
+            tracing::warn!(error = format!("{error:#}"), "dependency unavailable");
+            Status::unavailable("temporarily unavailable, retry later")
+        }
+        ErrorKind::Internal(error) => {
+            tracing::error!(error = format!("{error:#}"), "internal error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_every_field_violation() {
+        let status = to_status(ErrorKind::InvalidArgument(vec![
+            FieldViolation::new("customer_id", "must not be empty"),
+            FieldViolation::new("items[0].quantity", "must be at least 1"),
+        ]));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad_request = status
+            .get_details_bad_request()
+            .expect("bad request details");
+        let fields: Vec<_> = bad_request
+            .field_violations
+            .iter()
+            .map(|v| v.field.as_str())
+            .collect();
+        assert_eq!(fields, ["customer_id", "items[0].quantity"]);
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let status = to_status(ErrorKind::Internal(anyhow::anyhow!("password=hunter2")));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("hunter2"));
+    }
+}

@@ -1,0 +1,355 @@
+//! Orders as the business sees them: identifiers, line items, addresses and
+//! statuses, with the rules a valid order obeys. No IO, no SQL, no proto.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Most line items one order may hold.
+pub const MAX_ITEMS: usize = 50;
+/// Largest quantity of one line item.
+pub const MAX_QUANTITY: i32 = 1000;
+/// Longest customer, product or idempotency identifier.
+pub const MAX_ID_LEN: usize = 64;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OrderId(pub Uuid);
+
+impl OrderId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        Uuid::parse_str(raw)
+            .map(Self)
+            .map_err(|_| "must be a UUID".to_owned())
+    }
+}
+
+impl Default for OrderId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Checks a short identifier: 1..=64 characters of `[A-Za-z0-9._-]`.
+fn parse_identifier(raw: &str) -> Result<String, String> {
+    if raw.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if raw.len() > MAX_ID_LEN {
+        return Err(format!("must be at most {MAX_ID_LEN} characters"));
+    }
+    if !raw
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err("may contain only letters, digits, '.', '_' and '-'".to_owned());
+    }
+    Ok(raw.to_owned())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomerId(String);
+
+impl CustomerId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        parse_identifier(raw).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProductId(String);
+
+impl ProductId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        parse_identifier(raw).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quantity(i32);
+
+impl Quantity {
+    pub fn parse(raw: i32) -> Result<Self, String> {
+        if raw < 1 {
+            Err("must be at least 1".to_owned())
+        } else if raw > MAX_QUANTITY {
+            Err(format!("must be at most {MAX_QUANTITY}"))
+        } else {
+            Ok(Self(raw))
+        }
+    }
+
+    pub fn get(self) -> i32 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// An empty key means the client sent none.
+    pub fn parse(raw: &str) -> Result<Option<Self>, String> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if raw.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(format!(
+                "must be at most {MAX_IDEMPOTENCY_KEY_LEN} characters"
+            ));
+        }
+        if !raw.chars().all(|c| c.is_ascii_graphic()) {
+            return Err("may contain only printable ASCII without spaces".to_owned());
+        }
+        Ok(Some(Self(raw.to_owned())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineItem {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
+}
+
+/// A free-text field of an address: no control characters, bounded length.
+pub fn parse_text(raw: &str, min: usize, max: usize) -> Result<String, String> {
+    let len = raw.chars().count();
+    if len < min {
+        return Err("must not be empty".to_owned());
+    }
+    if len > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
+    Ok(raw.to_owned())
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper case.
+pub fn parse_country_code(raw: &str) -> Result<String, String> {
+    if raw.len() == 2 && raw.chars().all(|c| c.is_ascii_uppercase()) {
+        Ok(raw.to_owned())
+    } else {
+        Err("must be an ISO 3166-1 alpha-2 code such as \"GB\"".to_owned())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address {
+    pub recipient: String,
+    pub line1: String,
+    pub line2: String,
+    pub city: String,
+    pub postal_code: String,
+    pub country_code: String,
+}
+
+/// An order as placed by a customer, already validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub customer_id: CustomerId,
+    pub items: Vec<LineItem>,
+    pub shipping_address: Address,
+    pub idempotency_key: Option<IdempotencyKey>,
+}
+
+impl NewOrder {
+    /// Whether `self` asks for the same order as `existing` does, which a
+    /// repeated idempotency key requires.
+    pub fn matches(&self, existing: &Order) -> bool {
+        self.customer_id == existing.customer_id
+            && self.items == existing.items
+            && self.shipping_address == existing.shipping_address
+    }
+}
+
+/// Checks the rules that span several items; `Err` holds the index of the
+/// offending item and what is wrong.
+pub fn check_items(items: &[LineItem]) -> Result<(), Vec<(usize, String)>> {
+    let mut problems = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        if items[..index]
+            .iter()
+            .any(|earlier| earlier.product_id == item.product_id)
+        {
+            problems.push((
+                index,
+                "product appears more than once; merge the quantities".to_owned(),
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Approved => "APPROVED",
+            Self::Rejected => "REJECTED",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "PENDING" => Some(Self::Pending),
+            "APPROVED" => Some(Self::Approved),
+            "REJECTED" => Some(Self::Rejected),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub status: OrderStatus,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// An order as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: OrderId,
+    pub customer_id: CustomerId,
+    pub status: OrderStatus,
+    pub rejection_reason: Option<String>,
+    pub items: Vec<LineItem>,
+    pub shipping_address: Address,
+    pub history: Vec<StatusChange>,
+    pub created_at: DateTime<Utc>,
+    pub trace_id: Option<String>,
+}
+
+/// Position in a customer's order list, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageCursor {
+    pub created_at: DateTime<Utc>,
+    pub order_id: OrderId,
+}
+
+impl PageCursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at.timestamp_micros(), self.order_id)
+    }
+
+    pub fn decode(token: &str) -> Result<Self, String> {
+        let invalid = || "is not a token returned by ListOrders".to_owned();
+        let (micros, id) = token.split_once('.').ok_or_else(invalid)?;
+        let micros: i64 = micros.parse().map_err(|_| invalid())?;
+        Ok(Self {
+            created_at: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
+            order_id: OrderId::parse(id).map_err(|_| invalid())?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(product: &str, quantity: i32) -> LineItem {
+        LineItem {
+            product_id: ProductId::parse(product).expect("valid product"),
+            quantity: Quantity::parse(quantity).expect("valid quantity"),
+        }
+    }
+
+    #[test]
+    fn quantity_must_be_between_one_and_the_maximum() {
+        assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(-3).is_err());
+        assert!(Quantity::parse(MAX_QUANTITY + 1).is_err());
+        assert_eq!(Quantity::parse(1).map(Quantity::get), Ok(1));
+        assert_eq!(
+            Quantity::parse(MAX_QUANTITY).map(Quantity::get),
+            Ok(MAX_QUANTITY)
+        );
+    }
+
+    #[test]
+    fn identifiers_reject_empty_oversize_and_odd_characters() {
+        assert!(CustomerId::parse("").is_err());
+        assert!(CustomerId::parse(&"c".repeat(MAX_ID_LEN + 1)).is_err());
+        assert!(CustomerId::parse("bob smith").is_err());
+        assert!(CustomerId::parse("customer-1.eu_west").is_ok());
+    }
+
+    #[test]
+    fn an_empty_idempotency_key_means_none() {
+        assert_eq!(IdempotencyKey::parse(""), Ok(None));
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse(&"k".repeat(MAX_IDEMPOTENCY_KEY_LEN + 1)).is_err());
+        assert!(matches!(IdempotencyKey::parse("key-1"), Ok(Some(_))));
+    }
+
+    #[test]
+    fn a_product_listed_twice_is_reported_at_its_second_position() {
+        let items = [item("a", 1), item("b", 2), item("a", 3)];
+        let problems = check_items(&items).expect_err("duplicate");
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, 2);
+    }
+
+    #[test]
+    fn text_fields_reject_control_characters_and_overlong_values() {
+        assert!(parse_text("line\u{0}", 1, 10).is_err());
+        assert!(parse_text("", 1, 10).is_err());
+        assert!(parse_text("", 0, 10).is_ok());
+        assert!(parse_text(&"x".repeat(11), 1, 10).is_err());
+        assert!(parse_text("Zürich", 1, 6).is_ok());
+    }
+
+    #[test]
+    fn country_codes_are_two_upper_case_letters() {
+        assert!(parse_country_code("GB").is_ok());
+        assert!(parse_country_code("gb").is_err());
+        assert!(parse_country_code("GBR").is_err());
+    }
+
+    #[test]
+    fn page_cursor_round_trips_and_rejects_garbage() {
+        let cursor = PageCursor {
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("time"),
+            order_id: OrderId::new(),
+        };
+        assert_eq!(PageCursor::decode(&cursor.encode()), Ok(cursor));
+        assert!(PageCursor::decode("garbage").is_err());
+        assert!(PageCursor::decode("12.not-a-uuid").is_err());
+    }
+}

@@ -467,11 +467,12 @@ EOF
 EOF
 }
 
-# kafka_java CLASS ARGS...: run a Kafka tool class with the cached jars.
+# kafka_java CLASS ARGS...: run a Kafka tool class with the cached jars
+# (KAFKA_JAVA_EXEC=1: replace the current process, so its pid is the JVM's).
 kafka_java() {
   local libs
   libs="$(kafka_libs)"
-  java -Xmx256m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+  ${KAFKA_JAVA_EXEC:+exec} java -Xmx256m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$KAFKA_STATE/tools-log4j2.xml" -cp "$libs/*" "$@"
 }
 
@@ -789,7 +790,7 @@ cmd_clean() {
 }
 
 # Kafka tool classes are useful to other scripts (smoke.sh): `infra.sh kafka-class NAME...`
-cmd_kafka_java() { write_kafka_config_if_missing; kafka_java "$@"; }
+cmd_kafka_java() { write_kafka_config_if_missing; KAFKA_JAVA_EXEC=1 kafka_java "$@"; }
 write_kafka_config_if_missing() { [[ -f "$KAFKA_STATE/tools-log4j2.xml" ]] || write_kafka_config; }
 
 usage() {

@@ -1,0 +1,42 @@
+# Thin entry points; the logic lives in scripts/. See scripts/infra.sh for ports and paths.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+
+.PHONY: install up down status build test lint clean-state
+
+install:
+	scripts/infra.sh install
+
+build:
+	$(CARGO) build --bins
+
+up:
+	scripts/infra.sh up
+	$(CARGO) build --bins
+	scripts/stack.sh up
+
+down:
+	scripts/stack.sh down
+	scripts/infra.sh down
+
+status:
+	scripts/infra.sh status
+	scripts/stack.sh status
+
+test:
+	scripts/infra.sh up
+	eval "$$(scripts/infra.sh env)" && $(CARGO) test --workspace
+	$(CARGO) build --bins
+	scripts/stack.sh up
+	scripts/smoke.sh
+	if [[ -f scripts/check-deploy.sh ]]; then bash scripts/check-deploy.sh; fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean-state:
+	scripts/stack.sh down
+	scripts/infra.sh down
+	scripts/infra.sh clean

@@ -60,7 +60,8 @@ COPY --from=health-probe /out/grpc_health_probe /usr/local/bin/grpc_health_probe
 COPY --from=builder /out/ /usr/local/bin/
 # Fail the build, not the rollout, if a binary needs a shared library the slim image lacks.
 RUN set -e; for bin in /usr/local/bin/*; do \
-        if ldd "$bin" 2>/dev/null | grep 'not found'; then echo "missing libraries: $bin" >&2; exit 1; fi; \
+        libs=$(ldd "$bin" 2>&1 || true); \
+        case "$libs" in *"not found"*) echo "$bin: $libs" >&2; exit 1 ;; esac; \
     done
 # Numeric user so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001

@@ -83,6 +83,14 @@ async fn session(
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let mut conn = AsyncPgConnection::establish(url).await?;
+    // A relay that dies mid-query must not keep its statement (or the lease)
+    // alive: the server checks the client socket while the query waits.
+    diesel::sql_query("SET application_name = 'outbox-relay'")
+        .execute(&mut conn)
+        .await?;
+    diesel::sql_query("SET client_connection_check_interval = '1s'")
+        .execute(&mut conn)
+        .await?;
     let mut standby_logged = false;
     loop {
         if try_lease(&mut conn).await? {

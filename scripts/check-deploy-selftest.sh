@@ -174,8 +174,8 @@ expect_failure "extra variable in compose" "config drift: docker-compose.yml" \
 expect_failure "variable missing in the manifests" "config drift: overlay dev" \
     replace deploy/base/order-service/kustomization.yaml "- DATABASE_POOL_SIZE=16" ""
 expect_failure "extra variable in the manifests" "config drift: overlay production" \
-    replace deploy/base/outbox-relay/kustomization.yaml "- RELAY_BATCH_SIZE=100" "- RELAY_BATCH_SIZE=100
-      - RELAY_BATCH_LIMIT=100"
+    replace deploy/base/outbox-relay/kustomization.yaml "- RELAY_BATCH_SIZE=1000" "- RELAY_BATCH_SIZE=1000
+      - RELAY_BATCH_LIMIT=1000"
 expect_failure "extra variable only in one overlay" "config drift: overlay production" \
     replace deploy/overlays/production/kustomization.yaml "- LOG_FORMAT=json" "- LOG_FORMAT=json
       - OTEL_TRACES_SAMPLER=parentbased_traceidratio"

@@ -8,9 +8,10 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::TelemetryArgs;
 
@@ -32,23 +33,29 @@ impl Telemetry {
         let provider = tracer_provider(args, &service_name)?;
         let tracer = provider.tracer(service_name.clone());
 
-        let filter = EnvFilter::try_new(&args.log_filter)?;
+        // The log filter governs log lines only: spans are exported at INFO
+        // and above whatever the log verbosity, so quiet logs never break traces.
         let otel = tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_error_records_to_exceptions(true);
-        let registry = tracing_subscriber::registry().with(filter).with(otel);
-        if args.log_format == "json" {
-            registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .with_current_span(true)
-                        .with_span_list(false),
-                )
-                .try_init()?;
+            .with_error_records_to_exceptions(true)
+            .with_filter(LevelFilter::INFO);
+        let log_filter = EnvFilter::try_new(&args.log_filter)?;
+        let logs = if args.log_format == "json" {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter(log_filter)
+                .boxed()
         } else {
-            registry.with(tracing_subscriber::fmt::layer()).try_init()?;
-        }
+            tracing_subscriber::fmt::layer()
+                .with_filter(log_filter)
+                .boxed()
+        };
+        tracing_subscriber::registry()
+            .with(otel)
+            .with(logs)
+            .try_init()?;
         global::set_tracer_provider(provider.clone());
         tracing::info!(service = %service_name, endpoint = %args.otlp_endpoint, "telemetry started");
         Ok(Self {

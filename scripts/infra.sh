@@ -354,7 +354,10 @@ pg_up() {
       die_log "$PG_LOG" "postgres: pid $(pg_pid) alive but not answering on $HOST:$PG_PORT"
     fi
     if port_open "$PG_PORT"; then
-      die "postgres: port $HOST:$PG_PORT is taken by another process (set PG_PORT)"
+      pg_ready || die "postgres: port $HOST:$PG_PORT is taken by a process that is not PostgreSQL (set PG_PORT)"
+      log "postgres: a server started from another state dir already answers on $HOST:$PG_PORT: using it"
+      pg_ensure_databases
+      return 0
     fi
     mkdir -p "$PG_DIR"
     touch "$PG_LOG"
@@ -379,6 +382,10 @@ pg_up() {
     wait_for 30 "$(pg_pid)" "$PG_LOG" postgres pg_ready
     log "postgres: up (pid $(pg_pid))"
   fi
+  pg_ensure_databases
+}
+
+pg_ensure_databases() {
   local db
   for db in $PG_DATABASES; do
     if [[ "$(psql_admin -Atc "SELECT 1 FROM pg_database WHERE datname = '$db'")" != 1 ]]; then
@@ -510,9 +517,17 @@ kafka_up() {
     if pid_alive "$stale"; then
       log "kafka: pid $stale alive but port $KAFKA_PORT closed; waiting for it"
     else
-      for p in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
-        port_open "$p" && die "kafka: port $HOST:$p is taken by another process (set KAFKA_PORT/KAFKA_CONTROLLER_PORT)"
-      done
+      if port_open "$KAFKA_PORT"; then
+        mkdir -p "$RUN"
+        write_kafka_config
+        kafka_broker_answers >/dev/null 2>&1 ||
+          die "kafka: port $HOST:$KAFKA_PORT is taken by a process that is not a Kafka broker (set KAFKA_PORT)"
+        log "kafka: a broker started from another state dir already answers on $HOST:$KAFKA_PORT: using it"
+        kafka_topics
+        return 0
+      fi
+      port_open "$KAFKA_CONTROLLER_PORT" &&
+        die "kafka: port $HOST:$KAFKA_CONTROLLER_PORT is taken by another process (set KAFKA_CONTROLLER_PORT)"
       mkdir -p "$RUN"
       write_kafka_config
       if [[ ! -f "$KAFKA_STATE/data/meta.properties" ]]; then
@@ -552,9 +567,10 @@ kafka_up() {
 kafka_topics() {
   [[ -f "$TOPICS_FILE" ]] || die "kafka: $TOPICS_FILE missing"
   # Skip the (JVM-slow) check when this very broker already got this very topic list.
-  local stamp
-  stamp="$(read_pid "$KAFKA_PID") $(cksum <"$TOPICS_FILE")"
-  if [[ -f "$RUN/kafka.topics" && "$(cat "$RUN/kafka.topics")" == "$stamp" ]]; then
+  local stamp pid
+  pid="$(read_pid "$KAFKA_PID")"
+  stamp="$pid $(cksum <"$TOPICS_FILE")"
+  if [[ -n "$pid" && -f "$RUN/kafka.topics" && "$(cat "$RUN/kafka.topics")" == "$stamp" ]]; then
     log "kafka: topics of $(basename "$TOPICS_FILE") already ensured"
     return 0
   fi
@@ -582,7 +598,7 @@ kafka_topics() {
   done
   [[ -z "$failed" ]] || die_log "$KAFKA_OUT" "kafka: creating topics failed:$failed"
   ((${#jobs[@]} > 0)) || log "kafka: all topics of $(basename "$TOPICS_FILE") exist"
-  echo "$stamp" >"$RUN/kafka.topics"
+  [[ -z "$pid" ]] || echo "$stamp" >"$RUN/kafka.topics"
 }
 
 kafka_down() { stop_pid kafka "$KAFKA_PID" 90; }
@@ -664,6 +680,10 @@ jaeger_up() {
   fi
   local pid
   pid="$(read_pid "$JAEGER_PID")"
+  if ! pid_alive "$pid" && port_open "$JAEGER_QUERY_PORT" && jaeger_api_ok; then
+    log "jaeger: a Jaeger started from another state dir already answers on $JAEGER_QUERY_URL: using it"
+    return 0
+  fi
   if ! pid_alive "$pid"; then
     local p
     for p in "$OTLP_GRPC_PORT" "$OTLP_HTTP_PORT" "$JAEGER_QUERY_PORT" "$JAEGER_QUERY_GRPC_PORT" "$JAEGER_METRICS_PORT"; do
@@ -738,18 +758,22 @@ cmd_down() {
 }
 
 status_line() {
-  printf '%-10s %-8s %-28s %s\n' "$1" "$2" "$3" "$4"
+  printf '%-10s %-8s %-22s %s\n' "$1" "$2" "$3" "$4"
 }
 
 cmd_status() {
-  local pid st
+  local pid st v
   status_line COMPONENT PID ADDRESS STATE
-  pid="$(pg_pid)"; st=down; pg_running && st=up
+  pid="$(pg_pid)"; st=down
+  if pg_running; then st=up; elif pg_ready; then st="up (not from this state dir)"; fi
   status_line postgres "${pid:--}" "$HOST:$PG_PORT" "$st"
-  pid="$(read_pid "$KAFKA_PID")"; st=down; kafka_running && st=up
-  status_line kafka "${pid:--}" "$HOST:$KAFKA_PORT" "$st$( (v="$(kafka_installed_version)" && echo " ($v)") 2>/dev/null || true)"
-  pid="$(read_pid "$JAEGER_PID")"; st=down; jaeger_running && st=up
-  status_line jaeger "${pid:--}" "$HOST:$OTLP_GRPC_PORT,$JAEGER_QUERY_PORT" "$st"
+  pid="$(read_pid "$KAFKA_PID")"; st=down
+  if kafka_running; then st=up; elif port_open "$KAFKA_PORT"; then st="up? (port open, not from this state dir)"; fi
+  v="$(kafka_installed_version || echo "not installed")"
+  status_line kafka "${pid:--}" "$HOST:$KAFKA_PORT" "$st, kafka $v"
+  pid="$(read_pid "$JAEGER_PID")"; st=down
+  if jaeger_running; then st=up; elif jaeger_api_ok; then st="up (not from this state dir)"; fi
+  status_line jaeger "${pid:--}" "$HOST:$OTLP_GRPC_PORT,$JAEGER_QUERY_PORT" "$st, $(cat "$BIN/jaeger.version" 2>/dev/null || echo "not installed")"
   st=missing; grpcurl_installed && st=installed
   status_line grpcurl - "$BIN/grpcurl" "$st"
 }

@@ -113,6 +113,29 @@ check_infra() {
   [[ -x "$GRPCURL" ]] || die "grpcurl not found at $GRPCURL -- run scripts/infra.sh install"
 }
 
+# The pid listening on ADDR (host:port), if `ss` can tell.
+listener_pid() {
+  ss -ltnpH "sport = :${1##*:}" 2>/dev/null | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -n1
+}
+
+# ADDR is taken although our pid file names no live process. If the holder is the same
+# program started from another checkout or state dir (e.g. a stale stack of an earlier
+# session), stop it: its binary is not the one we were asked to run. Anything else: fail.
+take_over_port() {
+  local name="$1" binary="$2" addr="$3" holder exe
+  holder="$(listener_pid "$addr")"
+  exe="$(readlink "/proc/$holder/exe" 2>/dev/null || true)"
+  if [[ -n "$holder" && "$(basename "${exe% (deleted)}")" == "$binary" ]]; then
+    log "$name: $addr is held by pid $holder ($exe) from another state dir: stopping it"
+    kill -TERM "$holder" 2>/dev/null || true
+    local deadline=$((SECONDS + ${STACK_STOP_TIMEOUT:-15}))
+    while pid_alive "$holder" && ((SECONDS < deadline)); do sleep 0.2; done
+    pid_alive "$holder" && { kill -KILL "$holder" 2>/dev/null || true; sleep 0.3; }
+    return 0
+  fi
+  die "$name: $addr is taken by another process (pid ${holder:-unknown} ${exe:-})"
+}
+
 stop_one() {
   local name="$1" pidfile="$RUN/$1.pid" pid deadline
   pid="$(read_pid "$pidfile")"
@@ -157,7 +180,7 @@ start_one() {
 
   pid="$(read_pid "$pidfile")"
   if ! pid_alive "$pid"; then
-    port_open "$addr" && die "$name: $addr is taken by another process"
+    port_open "$addr" && take_over_port "$name" "$binary" "$addr"
     local -a envs=()
     local kv
     for kv in $(expand "$COMMON_ENV") "$@"; do envs+=("$(expand "$kv")"); done

@@ -65,10 +65,10 @@ impl Telemetry {
 
     /// Flushes and stops span export.
     pub fn shutdown(mut self) {
-        if let Some(provider) = self.provider.take() {
-            if let Err(error) = provider.shutdown() {
-                eprintln!("telemetry shutdown failed: {error}");
-            }
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("telemetry shutdown failed: {error}");
         }
     }
 }

@@ -56,36 +56,19 @@ impl api::order_service_server::OrderService for OrderApi {
         request: Request<api::ListOrdersRequest>,
     ) -> Result<Response<api::ListOrdersResponse>, Status> {
         let request = request.into_inner();
-        let mut violations = Vec::new();
-        let customer_id = CustomerId::parse(&request.customer_id)
-            .map_err(|d| violations.push(FieldViolation::new("customer_id", d)))
-            .ok();
-        let page_size = match request.page_size {
-            0 => Some(DEFAULT_PAGE_SIZE),
-            n => usize::try_from(n)
-                .ok()
-                .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-                .or_else(|| {
-                    violations.push(FieldViolation::new(
-                        "page_size",
-                        format!("must be between 1 and {MAX_PAGE_SIZE}, or 0 for the default"),
-                    ));
-                    None
-                }),
-        };
+        let mut v = Violations::new();
+        let customer_id = v.check("customer_id", CustomerId::parse(&request.customer_id));
+        let page_size = v.check("page_size", parse_page_size(request.page_size));
         let after = if request.page_token.is_empty() {
-            None
+            Some(None)
         } else {
-            PageCursor::decode(&request.page_token)
-                .map_err(|d| violations.push(FieldViolation::new("page_token", d)))
-                .ok()
+            v.check("page_token", PageCursor::decode(&request.page_token))
+                .map(Some)
         };
-        let (Some(customer_id), Some(page_size)) = (customer_id, page_size) else {
-            return Err(invalid(violations));
+        let (Some(customer_id), Some(page_size), Some(after)) = (customer_id, page_size, after)
+        else {
+            return Err(invalid(v.into_vec()));
         };
-        if !violations.is_empty() {
-            return Err(invalid(violations));
-        }
         let (orders, next) = self
             .orders
             .list(&customer_id, after, page_size)
@@ -95,6 +78,16 @@ impl api::order_service_server::OrderService for OrderApi {
             orders: orders.iter().map(order_to_proto).collect(),
             next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
         }))
+    }
+}
+
+fn parse_page_size(raw: i32) -> Result<usize, String> {
+    match raw {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n => usize::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+            .ok_or_else(|| format!("must be between 1 and {MAX_PAGE_SIZE}, or 0 for the default")),
     }
 }
 
@@ -153,16 +146,16 @@ impl TryFrom<api::CreateOrderRequest> for NewOrder {
                 _ => items = None,
             }
         }
-        if let Some(list) = &items {
-            if let Err(problems) = domain::check_items(list) {
-                for (index, description) in problems {
-                    v.check(
-                        format!("items[{index}].product_id"),
-                        Err::<(), _>(description),
-                    );
-                }
-                items = None;
+        if let Some(list) = &items
+            && let Err(problems) = domain::check_items(list)
+        {
+            for (index, description) in problems {
+                v.check(
+                    format!("items[{index}].product_id"),
+                    Err::<(), _>(description),
+                );
             }
+            items = None;
         }
 
         let shipping_address = match &request.shipping_address {

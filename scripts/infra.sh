@@ -110,7 +110,7 @@ stop_pid() {
   local name="$1" pidfile="$2" timeout="$3" pid
   pid="$(read_pid "$pidfile")"
   if ! pid_alive "$pid"; then
-    log "$name: not running"
+    log "$name: not running (from $STATE)"
     rm -f "$pidfile"
     return 0
   fi
@@ -397,7 +397,7 @@ pg_ensure_databases() {
 
 pg_down() {
   if ! pid_alive "$(pg_pid)"; then
-    log "postgres: not running"
+    log "postgres: not running (from $STATE)"
     return 0
   fi
   log "postgres: stopping pid $(pg_pid) (pg_ctl stop -m fast)"

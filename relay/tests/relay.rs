@@ -214,3 +214,60 @@ async fn a_relay_killed_after_publishing_but_before_deleting_republishes_on_rest
     .await
     .expect("outbox empties after the restart");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_relay_takes_over_when_the_active_one_is_killed() {
+    let db = outbox_database("relay_takeover").await;
+    let topic = create_topic("relay-takeover", 2).await.expect("topic");
+    let consumer = tail(&topic).await.expect("consumer");
+    let keys = ["order-x", "order-y"];
+    let batch = |range: std::ops::Range<usize>| -> Vec<OutgoingMessage> {
+        range
+            .flat_map(|seq| keys.iter().map(move |key| (key, seq)))
+            .map(|(key, seq)| message(&topic, key, seq))
+            .collect()
+    };
+
+    let mut active = spawn_relay_process(&db);
+    enqueue_each(&db, &batch(0..5)).await;
+    let mut received = receive_until(&consumer, Duration::from_secs(30), |r| r.len() >= 10)
+        .await
+        .expect("the first relay publishes");
+
+    // The second relay starts while the first holds the lease, so it stands by.
+    let _standby = spawn_relay_process(&db);
+    let mut observer = db.connect().await.expect("connect");
+    eventually(
+        Duration::from_secs(15),
+        "both relays connected",
+        async || Ok((relay_sessions(&mut observer, &db.name).await == 2).then_some(())),
+    )
+    .await
+    .expect("standby connects");
+    // Killed only after its deletes landed, so no republication is expected.
+    eventually(Duration::from_secs(10), "first batch deleted", async || {
+        Ok((count_rows(&mut observer, "outbox").await? == 0).then_some(()))
+    })
+    .await
+    .expect("outbox drained");
+    active.kill().await.expect("SIGKILL");
+
+    enqueue_each(&db, &batch(5..10)).await;
+    let rest = receive_until(&consumer, Duration::from_secs(30), |r| r.len() >= 10)
+        .await
+        .expect("the standby takes over and publishes");
+    received.extend(rest);
+
+    let mut by_key: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for r in &received {
+        by_key.entry(r.key.as_str()).or_default().push(payload(r));
+    }
+    for key in keys {
+        let expected: Vec<String> = (0..10).map(|seq| format!("{key}:{seq}")).collect();
+        assert_eq!(
+            by_key.get(key),
+            Some(&expected),
+            "nothing lost, order kept for {key}"
+        );
+    }
+}

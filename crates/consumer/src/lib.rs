@@ -1,0 +1,131 @@
+//! The Kafka consumer runtime every consuming service uses.
+//!
+//! Each message is handled in one database transaction that first records its
+//! message id in the `inbox` table: a redelivered message finds its row and
+//! has no second effect. The handler writes its state and its outgoing
+//! messages (through the outbox) in that same transaction; the Kafka offset is
+//! stored only after the commit. Messages of one partition (and so of one
+//! key) are handled in order, partitions concurrently.
+//!
+//! Failures: a transient one (database unavailable, serialization conflict,
+//! deadlock) is retried with exponential backoff and jitter, never dropped; a
+//! permanent one (undecodable payload, unknown type, a handler's validation
+//! error) is recorded in `dead_letters` and published to the dead-letter
+//! topic with its reason, and the consumer moves on. [`deadletter::redrive`]
+//! sends a dead letter back to its source topic.
+
+pub mod deadletter;
+mod inbox;
+pub mod retry;
+mod runtime;
+
+use std::fmt;
+
+use diesel_async::AsyncPgConnection;
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+pub use inbox::prune_inbox;
+pub use runtime::{ConsumerConfig, run};
+
+/// The inbox and dead-letter tables; every consuming service runs this
+/// migration together with its own.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Kafka headers added to a dead-lettered message.
+pub mod headers {
+    pub const REASON: &str = "dlq-reason";
+    pub const CONSUMER: &str = "dlq-consumer";
+    pub const SOURCE_TOPIC: &str = "dlq-source-topic";
+    pub const SOURCE_PARTITION: &str = "dlq-source-partition";
+    pub const SOURCE_OFFSET: &str = "dlq-source-offset";
+    pub const ORIGINAL_MESSAGE_ID: &str = "dlq-original-message-id";
+}
+
+/// A received message, as handlers see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incoming {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: String,
+    /// From the `message-id` header; for a message without a valid one, a
+    /// stable id derived from its topic, partition and offset.
+    pub message_id: Uuid,
+    pub message_type: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl Incoming {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Why a handler could not take effect of a message.
+#[derive(Debug)]
+pub enum HandlerError {
+    /// Will succeed later (database down, conflict): retried until it does.
+    Transient(anyhow::Error),
+    /// Unexpected failure that may be transient: retried a bounded number of
+    /// times, then dead-lettered.
+    Retryable(anyhow::Error),
+    /// Can never succeed: dead-lettered at once with this reason.
+    Permanent(String),
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Transient(error) => write!(f, "transient: {error:#}"),
+            Self::Retryable(error) => write!(f, "{error:#}"),
+            Self::Permanent(reason) => write!(f, "permanent: {reason}"),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for HandlerError {
+    fn from(error: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind as Kind, Error};
+        match &error {
+            Error::DatabaseError(
+                Kind::SerializationFailure
+                | Kind::ClosedConnection
+                | Kind::UnableToSendCommand
+                | Kind::ReadOnlyTransaction,
+                _,
+            ) => Self::Transient(error.into()),
+            Error::DatabaseError(_, info)
+                if info.message().contains("deadlock detected")
+                    || info.message().contains("terminating connection") =>
+            {
+                Self::Transient(error.into())
+            }
+            _ => Self::Retryable(error.into()),
+        }
+    }
+}
+
+impl From<outbox::OutboxError> for HandlerError {
+    fn from(error: outbox::OutboxError) -> Self {
+        match error {
+            outbox::OutboxError::Database(error) => error.into(),
+        }
+    }
+}
+
+/// Takes effect of messages. `handle` runs inside the runtime's transaction
+/// on `conn`; it must not commit, and writes outgoing messages with
+/// `outbox::enqueue` on the same connection.
+pub trait Handler: Send + Sync + 'static {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        message: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandlerError>>;
+}

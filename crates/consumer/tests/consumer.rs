@@ -10,12 +10,14 @@ use std::time::Duration;
 use consumer::retry::RetryPolicy;
 use consumer::{ConsumerConfig, Handler, HandlerError, Incoming};
 use diesel::sql_types::{Text, Uuid as SqlUuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::future::BoxFuture;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use test_support::{TestDatabase, count_rows, create_topic, eventually, receive_until, tail};
+use test_support::{
+    PrivatePostgres, TestDatabase, count_rows, create_topic, eventually, receive_until, tail,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -67,7 +69,8 @@ impl Handler for RecordingHandler {
 }
 
 struct Harness {
-    db: TestDatabase,
+    url: String,
+    _db: Option<TestDatabase>,
     topic: String,
     dead_letter_topic: String,
     handler: Arc<RecordingHandler>,
@@ -84,10 +87,16 @@ impl Drop for Harness {
 impl Harness {
     async fn start(partitions: i32) -> Self {
         let db = TestDatabase::create("consumer").await.expect("database");
-        service_kit::db::migrate(&db.url, [outbox::MIGRATIONS, consumer::MIGRATIONS])
+        let url = db.url.clone();
+        Self::start_on(url, Some(db), partitions).await
+    }
+
+    /// Runs against the database at `url`, which the caller created.
+    async fn start_on(url: String, db: Option<TestDatabase>, partitions: i32) -> Self {
+        service_kit::db::migrate(&url, [outbox::MIGRATIONS, consumer::MIGRATIONS])
             .await
             .expect("migrate");
-        let mut conn = db.connect().await.expect("connect");
+        let mut conn = AsyncPgConnection::establish(&url).await.expect("connect");
         diesel::sql_query(
             "CREATE TABLE effects (id BIGSERIAL PRIMARY KEY, message_id UUID NOT NULL, \
              message_key TEXT NOT NULL, payload TEXT NOT NULL)",
@@ -114,7 +123,7 @@ impl Harness {
             max: Duration::from_millis(100),
             max_attempts: 5,
         };
-        let pool = service_kit::db::pool(&db.url, 8).expect("pool");
+        let pool = service_kit::db::pool(&url, 8).expect("pool");
         tokio::spawn(consumer::run(
             config,
             pool,
@@ -124,7 +133,7 @@ impl Harness {
 
         // The relay publishes what the consumer enqueues (dead letters, redrives).
         let relay = outbox_relay::Relay::build(outbox_relay::Config {
-            database_urls: vec![db.url.clone()],
+            database_urls: vec![url.clone()],
             kafka_brokers: test_support::kafka_brokers(),
             health_listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             batch_size: 100,
@@ -150,7 +159,8 @@ impl Harness {
             .create()
             .expect("producer");
         Self {
-            db,
+            url,
+            _db: db,
             topic,
             dead_letter_topic,
             handler,
@@ -194,7 +204,7 @@ impl Harness {
             #[diesel(sql_type = SqlUuid)]
             message_id: Uuid,
         }
-        let mut conn = self.db.connect().await.expect("connect");
+        let mut conn = self.connect().await;
         diesel::sql_query("SELECT message_key, payload, message_id FROM effects ORDER BY id")
             .load::<Effect>(&mut conn)
             .await
@@ -202,6 +212,12 @@ impl Harness {
             .into_iter()
             .map(|e| (e.message_key, e.payload, e.message_id))
             .collect()
+    }
+
+    async fn connect(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect")
     }
 
     async fn wait_for_effects(&self, count: usize) -> Vec<(String, String, Uuid)> {
@@ -309,7 +325,7 @@ async fn a_poison_message_is_dead_lettered_with_its_reason_and_a_redrive_redeliv
 
     // Once the handler is fixed, a redrive brings the message back through Kafka.
     h.handler.reject_poison.store(false, Ordering::SeqCst);
-    let mut conn = h.db.connect().await.expect("connect");
+    let mut conn = h.connect().await;
     let pending = consumer::deadletter::pending(&mut conn, 10)
         .await
         .expect("pending");
@@ -339,7 +355,7 @@ async fn a_transient_failure_is_retried_until_the_message_takes_effect_once() {
     let effects = h.wait_for_effects(1).await;
     assert_eq!(effects.len(), 1);
     assert_eq!(h.handler.attempts.lock().expect("lock").get(&id), Some(&4));
-    let mut conn = h.db.connect().await.expect("connect");
+    let mut conn = h.connect().await;
     assert_eq!(
         count_rows(&mut conn, "dead_letters").await.expect("count"),
         0
@@ -353,10 +369,56 @@ async fn a_message_without_a_message_id_is_dead_lettered_and_the_partition_moves
     h.produce("order-3", Some(Uuid::now_v7()), "named").await;
     let effects = h.wait_for_effects(1).await;
     assert_eq!(effects[0].1, "named");
-    let mut conn = h.db.connect().await.expect("connect");
+    let mut conn = h.connect().await;
     let pending = consumer::deadletter::pending(&mut conn, 10)
         .await
         .expect("pending");
     assert_eq!(pending.len(), 1);
     assert!(pending[0].reason.contains("message-id"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_stopped_for_ten_seconds_under_load_loses_nothing_and_applies_nothing_twice() {
+    let server = PrivatePostgres::start().expect("private postgres");
+    let mut admin = AsyncPgConnection::establish(&server.url("postgres"))
+        .await
+        .expect("admin");
+    diesel::sql_query("CREATE DATABASE fault")
+        .execute(&mut admin)
+        .await
+        .expect("create");
+    drop(admin);
+    let h = Arc::new(Harness::start_on(server.url("fault"), None, 3).await);
+
+    // A steady load of 200 messages over about 5 s, on 8 keys.
+    let total = 200;
+    let producer = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            for seq in 0..total {
+                h.produce(
+                    &format!("order-{}", seq % 8),
+                    Some(Uuid::now_v7()),
+                    &format!("m{seq}"),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    h.wait_for_effects(20).await;
+    server.stop().expect("stop postgres");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    server.resume().expect("restart postgres");
+    producer.await.expect("producer");
+
+    let effects = h.wait_for_effects(total).await;
+    let ids: std::collections::BTreeSet<Uuid> = effects.iter().map(|e| e.2).collect();
+    assert_eq!(ids.len(), total, "every message took effect");
+    assert_eq!(effects.len(), total, "none took effect twice");
+    let mut conn = h.connect().await;
+    assert_eq!(
+        count_rows(&mut conn, "dead_letters").await.expect("count"),
+        0
+    );
 }

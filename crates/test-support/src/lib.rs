@@ -3,6 +3,8 @@
 //! addresses come from the environment that `scripts/infra.sh env` prints,
 //! with the same defaults.
 
+mod postgres;
+
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -12,6 +14,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+pub use postgres::PrivatePostgres;
 
 /// Base URL of the test PostgreSQL server, without a database name.
 pub fn pg_base_url() -> String {

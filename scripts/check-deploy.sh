@@ -117,8 +117,10 @@ collect_help() {
 import json, sys
 meta = json.load(sys.stdin)
 for pkg in meta["packages"]:
+    # Operator tools (package.metadata.ordersaga.operator-tools) are run by hand, not deployed.
+    tools = ((pkg.get("metadata") or {}).get("ordersaga") or {}).get("operator-tools", [])
     for t in pkg["targets"]:
-        if "bin" in t["kind"]:
+        if "bin" in t["kind"] and t["name"] not in tools:
             print(t["name"])') || {
         echo "cargo metadata failed"
         return 1

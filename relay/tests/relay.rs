@@ -52,13 +52,7 @@ fn relay_config(db: &TestDatabase, batch_size: i64) -> Config {
         health_listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         batch_size,
         poll_interval_ms: 200,
-        telemetry: TelemetryArgs {
-            log_format: "text".into(),
-            log_filter: "warn".into(),
-            otlp_endpoint: String::new(),
-            service_name: None,
-            sampling_ratio: 1.0,
-        },
+        telemetry: TelemetryArgs::quiet(),
         shutdown: ShutdownArgs {
             shutdown_grace_seconds: 2,
         },

@@ -306,6 +306,20 @@ async fn process(ctx: &Context, message: &Incoming) -> bool {
     }
 }
 
+/// A pooled connection; none available means the database is down, which
+/// is transient.
+async fn connection(
+    ctx: &Context,
+) -> Result<
+    diesel_async::pooled_connection::deadpool::Object<diesel_async::AsyncPgConnection>,
+    HandlerError,
+> {
+    ctx.pool
+        .get()
+        .await
+        .map_err(|error| HandlerError::Transient(error.into()))
+}
+
 async fn handle_once(ctx: &Context, message: &Incoming) -> Result<Outcome, HandlerError> {
     if message
         .header(outbox::headers::MESSAGE_ID)
@@ -316,11 +330,7 @@ async fn handle_once(ctx: &Context, message: &Incoming) -> Result<Outcome, Handl
             "missing or malformed message-id header".to_owned(),
         ));
     }
-    let mut conn = ctx
-        .pool
-        .get()
-        .await
-        .map_err(|error| HandlerError::Transient(error.into()))?;
+    let mut conn = connection(ctx).await?;
     conn.transaction::<_, HandlerError, _>(async |conn| {
         if !inbox::claim(conn, &ctx.config.name, message.message_id).await? {
             return Ok(Outcome::Duplicate);
@@ -340,11 +350,7 @@ async fn dead_letter(ctx: &Context, message: &Incoming, reason: &str) -> bool {
     loop {
         attempt += 1;
         let result: Result<(), HandlerError> = async {
-            let mut conn = ctx
-                .pool
-                .get()
-                .await
-                .map_err(|error| HandlerError::Transient(error.into()))?;
+            let mut conn = connection(ctx).await?;
             conn.transaction::<_, HandlerError, _>(async |conn| {
                 if inbox::claim(conn, &ctx.config.name, message.message_id).await? {
                     deadletter::record(

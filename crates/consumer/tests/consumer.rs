@@ -138,13 +138,7 @@ impl Harness {
             health_listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             batch_size: 100,
             poll_interval_ms: 100,
-            telemetry: service_kit::config::TelemetryArgs {
-                log_format: "text".into(),
-                log_filter: "warn".into(),
-                otlp_endpoint: String::new(),
-                service_name: None,
-                sampling_ratio: 1.0,
-            },
+            telemetry: service_kit::config::TelemetryArgs::quiet(),
             shutdown: service_kit::config::ShutdownArgs {
                 shutdown_grace_seconds: 1,
             },

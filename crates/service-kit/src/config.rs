@@ -27,6 +27,19 @@ pub struct TelemetryArgs {
     pub sampling_ratio: f64,
 }
 
+impl TelemetryArgs {
+    /// Warnings only, no span export: for tests and tools.
+    pub fn quiet() -> Self {
+        Self {
+            log_format: "text".into(),
+            log_filter: "warn".into(),
+            otlp_endpoint: String::new(),
+            service_name: None,
+            sampling_ratio: 1.0,
+        }
+    }
+}
+
 /// How long in-flight work may take to finish after a shutdown signal.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShutdownArgs {

@@ -32,13 +32,7 @@ async fn spawn_app() -> TestApp {
             database_url: db.url.clone(),
             database_pool_size: 8,
         },
-        telemetry: TelemetryArgs {
-            log_format: "text".into(),
-            log_filter: "warn".into(),
-            otlp_endpoint: String::new(),
-            service_name: None,
-            sampling_ratio: 1.0,
-        },
+        telemetry: TelemetryArgs::quiet(),
         shutdown: ShutdownArgs {
             shutdown_grace_seconds: 1,
         },

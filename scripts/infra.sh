@@ -842,6 +842,10 @@ export OTEL_EXPORTER_OTLP_ENDPOINT=http://$HOST:$OTLP_GRPC_PORT
 export JAEGER_QUERY_URL=$JAEGER_QUERY_URL
 export GRPCURL=$BIN/grpcurl
 EOF
+  # Fault tests start private brokers from the same jars.
+  if kafka_installed_version >/dev/null 2>&1; then
+    echo "export ORDERSAGA_KAFKA_LIBS=$(kafka_libs)"
+  fi
 }
 
 cmd_clean() {

@@ -16,7 +16,8 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use test_support::{
-    PrivatePostgres, TestDatabase, count_rows, create_topic, eventually, receive_until, tail,
+    PrivateKafka, PrivatePostgres, TestDatabase, count_rows, create_topic_on, eventually,
+    receive_until, tail,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -88,11 +89,17 @@ impl Harness {
     async fn start(partitions: i32) -> Self {
         let db = TestDatabase::create("consumer").await.expect("database");
         let url = db.url.clone();
-        Self::start_on(url, Some(db), partitions).await
+        Self::start_on(url, Some(db), partitions, &test_support::kafka_brokers()).await
     }
 
-    /// Runs against the database at `url`, which the caller created.
-    async fn start_on(url: String, db: Option<TestDatabase>, partitions: i32) -> Self {
+    /// Runs against the database at `url`, which the caller created, and the
+    /// broker at `brokers`.
+    async fn start_on(
+        url: String,
+        db: Option<TestDatabase>,
+        partitions: i32,
+        brokers: &str,
+    ) -> Self {
         service_kit::db::migrate(&url, [outbox::MIGRATIONS, consumer::MIGRATIONS])
             .await
             .expect("migrate");
@@ -104,19 +111,18 @@ impl Harness {
         .execute(&mut conn)
         .await
         .expect("effects table");
-        let topic = create_topic("consumer-in", partitions)
+        let topic = create_topic_on(brokers, "consumer-in", partitions)
             .await
             .expect("topic");
-        let dead_letter_topic = create_topic("consumer-dlq", 1).await.expect("dlq topic");
+        let dead_letter_topic = create_topic_on(brokers, "consumer-dlq", 1)
+            .await
+            .expect("dlq topic");
         let handler = Arc::new(RecordingHandler::default());
         handler.reject_poison.store(true, Ordering::SeqCst);
         let shutdown = CancellationToken::new();
 
-        let mut config = ConsumerConfig::new(
-            &test_support::unique("test-consumer"),
-            &test_support::kafka_brokers(),
-            &[&topic],
-        );
+        let mut config =
+            ConsumerConfig::new(&test_support::unique("test-consumer"), brokers, &[&topic]);
         config.dead_letter_topic = dead_letter_topic.clone();
         config.retry = RetryPolicy {
             initial: Duration::from_millis(10),
@@ -134,7 +140,7 @@ impl Harness {
         // The relay publishes what the consumer enqueues (dead letters, redrives).
         let relay = outbox_relay::Relay::build(outbox_relay::Config {
             database_urls: vec![url.clone()],
-            kafka_brokers: test_support::kafka_brokers(),
+            kafka_brokers: brokers.to_owned(),
             health_listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             batch_size: 100,
             poll_interval_ms: 100,
@@ -148,7 +154,7 @@ impl Harness {
         tokio::spawn(relay.run_until_stopped(shutdown.clone()));
 
         let producer = ClientConfig::new()
-            .set("bootstrap.servers", test_support::kafka_brokers())
+            .set("bootstrap.servers", brokers)
             .set("partitioner", "murmur2_random")
             .create()
             .expect("producer");
@@ -206,6 +212,25 @@ impl Harness {
             .into_iter()
             .map(|e| (e.message_key, e.payload, e.message_id))
             .collect()
+    }
+
+    /// Sends a message the way a service does: through its outbox, in its
+    /// own transaction, for the relay to publish.
+    async fn enqueue(&self, key: &str, payload: &str) {
+        let message = outbox::OutgoingMessage {
+            message_id: Uuid::now_v7(),
+            topic: self.topic.clone(),
+            key: key.to_owned(),
+            message_type: "test.Payload".to_owned(),
+            headers: Default::default(),
+            payload: payload.as_bytes().to_vec(),
+        };
+        let mut conn = self.connect().await;
+        conn.transaction::<_, outbox::OutboxError, _>(async |conn| {
+            outbox::enqueue(conn, std::slice::from_ref(&message)).await
+        })
+        .await
+        .expect("enqueue");
     }
 
     async fn connect(&self) -> AsyncPgConnection {
@@ -382,7 +407,9 @@ async fn postgres_stopped_for_ten_seconds_under_load_loses_nothing_and_applies_n
         .await
         .expect("create");
     drop(admin);
-    let h = Arc::new(Harness::start_on(server.url("fault"), None, 3).await);
+    let h = Arc::new(
+        Harness::start_on(server.url("fault"), None, 3, &test_support::kafka_brokers()).await,
+    );
 
     // A steady load of 200 messages over about 5 s, on 8 keys.
     let total = 200;
@@ -415,4 +442,50 @@ async fn postgres_stopped_for_ten_seconds_under_load_loses_nothing_and_applies_n
         count_rows(&mut conn, "dead_letters").await.expect("count"),
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_killed_and_restarted_under_load_loses_nothing_and_applies_nothing_twice() {
+    let mut kafka = PrivateKafka::start().await.expect("private kafka");
+    let db = TestDatabase::create("kafka_fault").await.expect("database");
+    let url = db.url.clone();
+    let h = Arc::new(Harness::start_on(url, Some(db), 3, &kafka.brokers()).await);
+
+    // Through the outbox, so the relay rides out the outage too: 240
+    // messages on 8 keys over about 6 s.
+    let total = 240;
+    let enqueuer = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            for seq in 0..total {
+                h.enqueue(
+                    &format!("order-{}", seq % 8),
+                    &format!("order-{}:{seq}", seq % 8),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        })
+    };
+    h.wait_for_effects(20).await;
+    kafka.kill().expect("kill broker");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    kafka.resume().await.expect("restart broker");
+    enqueuer.await.expect("enqueuer");
+
+    let effects = h.wait_for_effects(total).await;
+    let ids: std::collections::BTreeSet<Uuid> = effects.iter().map(|e| e.2).collect();
+    assert_eq!(ids.len(), total, "every message took effect");
+    assert_eq!(effects.len(), total, "none took effect twice");
+    let mut last_seq: HashMap<&str, usize> = HashMap::new();
+    for (key, payload, _) in &effects {
+        let seq: usize = payload
+            .rsplit(':')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("sequence");
+        if let Some(previous) = last_seq.insert(key.as_str(), seq) {
+            assert!(seq > previous, "{key}: {seq} handled after {previous}");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 //! addresses come from the environment that `scripts/infra.sh env` prints,
 //! with the same defaults.
 
+mod kafka;
 mod postgres;
 
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+pub use kafka::PrivateKafka;
 pub use postgres::PrivatePostgres;
 
 /// Base URL of the test PostgreSQL server, without a database name.
@@ -102,9 +104,18 @@ pub async fn count_rows(conn: &mut AsyncPgConnection, table: &str) -> anyhow::Re
 
 /// Creates a topic with a unique name for one test.
 pub async fn create_topic(prefix: &str, partitions: i32) -> anyhow::Result<String> {
+    create_topic_on(&kafka_brokers(), prefix, partitions).await
+}
+
+/// Creates a topic with a unique name on the broker at `brokers`.
+pub async fn create_topic_on(
+    brokers: &str,
+    prefix: &str,
+    partitions: i32,
+) -> anyhow::Result<String> {
     let name = unique(prefix).replace('_', "-");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", kafka_brokers())
+        .set("bootstrap.servers", brokers)
         .create()?;
     let results = admin
         .create_topics(

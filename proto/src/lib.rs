@@ -19,24 +19,43 @@ pub mod messages {
 /// Encoded `FileDescriptorSet` of every contract, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("descriptor");
 
-/// The fully qualified protobuf name of a message, used as the Kafka
-/// `message-type` header.
-pub trait MessageName {
-    const FULL_NAME: &'static str;
-}
-
-macro_rules! message_names {
-    ($($ty:path => $name:literal),* $(,)?) => {
-        $(impl MessageName for $ty { const FULL_NAME: &'static str = $name; })*
-    };
-}
-
-message_names! {
-    messages::v1::OrderCreated => "ordersaga.messages.v1.OrderCreated",
-}
-
 /// Kafka topic names; the partition counts live in `config/topics.txt`.
 pub mod topics {
     /// Events of the order service, keyed by order id.
     pub const ORDER_EVENTS: &str = "order.events.v1";
+    /// Commands to the order service (approve, reject).
+    pub const ORDER_COMMANDS: &str = "order.commands.v1";
+    pub const INVENTORY_COMMANDS: &str = "inventory.commands.v1";
+    pub const PAYMENT_COMMANDS: &str = "payment.commands.v1";
+    pub const SHIPMENT_COMMANDS: &str = "shipment.commands.v1";
+    /// Every participant's replies to the orchestrator.
+    pub const SAGA_REPLIES: &str = "saga.replies.v1";
+    /// Messages no consumer could handle, with the reason in their headers.
+    pub const DEAD_LETTER: &str = "dead-letter.v1";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_constants_are_the_topics_the_infrastructure_creates() {
+        let listed = include_str!("../../config/topics.txt");
+        for topic in [
+            topics::ORDER_EVENTS,
+            topics::ORDER_COMMANDS,
+            topics::INVENTORY_COMMANDS,
+            topics::PAYMENT_COMMANDS,
+            topics::SHIPMENT_COMMANDS,
+            topics::SAGA_REPLIES,
+            topics::DEAD_LETTER,
+        ] {
+            assert!(
+                listed
+                    .lines()
+                    .any(|line| line.split_whitespace().next() == Some(topic)),
+                "{topic} missing from config/topics.txt"
+            );
+        }
+    }
 }

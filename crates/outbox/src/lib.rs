@@ -49,13 +49,13 @@ impl OutgoingMessage {
     /// trace context of the current span.
     pub fn new<M>(topic: impl Into<String>, key: impl Into<String>, payload: &M) -> Self
     where
-        M: prost::Message + proto::MessageName,
+        M: prost::Message + prost::Name,
     {
         Self {
             message_id: Uuid::now_v7(),
             topic: topic.into(),
             key: key.into(),
-            message_type: M::FULL_NAME.to_owned(),
+            message_type: M::full_name(),
             headers: service_kit::trace_context::current_context_headers(),
             payload: payload.encode_to_vec(),
         }

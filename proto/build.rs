@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
     collect_protos(&root.join("ordersaga"), &mut files)?;
+    // Error details are only described, for reflection; tonic-types encodes them.
+    collect_protos(&root.join("google"), &mut files)?;
     files.sort();
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());

@@ -79,7 +79,10 @@ impl Relay {
 
         let grace = self.config.shutdown.grace();
         let mut early_exit = None;
+        // Biased: after a shutdown the workers end on their own, and a worker
+        // that ended because of the shutdown is not an early exit.
         tokio::select! {
+            biased;
             () = shutdown.cancelled() => {}
             finished = workers.join_next() => early_exit = finished,
         }

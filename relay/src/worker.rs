@@ -2,7 +2,7 @@
 //! outbox rows in id order, deleting each only after Kafka acknowledged it.
 
 use std::pin::pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Bool};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -116,14 +116,25 @@ async fn session(
             return Ok(());
         }
         drain_notifications(&mut conn);
+        let started = Instant::now();
         let rows = outbox::fetch_batch(&mut conn, settings.batch_size).await?;
         if rows.is_empty() {
             wait_for_rows(&mut conn, settings.poll_interval, shutdown).await?;
             continue;
         }
+        let fetched = Instant::now();
         let acked = publisher.publish(&rows).await;
+        let published = Instant::now();
         outbox::delete(&mut conn, &acked).await?;
-        tracing::debug!(%database, published = acked.len(), batch = rows.len(), "outbox batch published");
+        tracing::debug!(
+            %database,
+            published = acked.len(),
+            batch = rows.len(),
+            fetch_us = (fetched - started).as_micros(),
+            publish_us = (published - fetched).as_micros(),
+            delete_us = published.elapsed().as_micros(),
+            "outbox batch published"
+        );
         if acked.len() == rows.len() {
             backoff = MIN_BACKOFF;
         } else {

@@ -40,3 +40,10 @@ clean-state:
 	scripts/stack.sh down
 	scripts/infra.sh down
 	scripts/infra.sh clean
+
+# Outbox relay drain rate and commit-to-consumed latency against the real PostgreSQL and
+# Kafka (docs/benchmarks.md). A few minutes; other benchmarks get their own targets.
+.PHONY: bench-relay
+bench-relay:
+	scripts/infra.sh up
+	eval "$$(scripts/infra.sh env)" && $(CARGO) bench -p outbox-relay --bench relay_bench

@@ -12,6 +12,9 @@ use service_kit::trace_context;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+/// How long the producer waits to fill a batch before sending it.
+pub const LINGER_MS: u32 = 2;
+
 #[derive(Clone)]
 pub struct Publisher {
     producer: FutureProducer,
@@ -26,7 +29,7 @@ impl Publisher {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("partitioner", "murmur2_random")
-            .set("linger.ms", "2")
+            .set("linger.ms", LINGER_MS.to_string())
             .set("message.timeout.ms", "30000")
             .create()?;
         Ok(Self { producer })

@@ -12,8 +12,10 @@ use service_kit::trace_context;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// How long the producer waits to fill a batch before sending it.
-pub const LINGER_MS: u32 = 2;
+/// How long the producer waits to fill a batch before sending it. None: the
+/// relay hands over a whole fetched batch at once, so batches fill without
+/// waiting, and a lone message leaves at once.
+pub const LINGER_MS: u32 = 0;
 
 #[derive(Clone)]
 pub struct Publisher {

@@ -67,8 +67,10 @@ impl Orders {
         let id = OrderId::new();
         let placed = conn
             .transaction::<_, AppError, _>(async |conn| {
-                if db::insert_order(conn, id, &new, trace_id.as_deref()).await? {
-                    let order = db::find(conn, id).await?.ok_or(AppError::NotFound(id))?;
+                if let Some(created_at) =
+                    db::insert_order(conn, id, &new, trace_id.as_deref()).await?
+                {
+                    let order = new.clone().into_order(id, created_at, trace_id.clone());
                     outbox::enqueue(conn, &[events::order_created(&order)]).await?;
                     return Ok(Placed {
                         order,

@@ -66,14 +66,16 @@ pub enum DbError {
     Corrupt(#[from] CorruptRow),
 }
 
-/// Inserts the order with its items and first history entry. Returns false,
-/// writing nothing, when the customer already used the idempotency key.
+/// Inserts the order with its items and first history entry and returns
+/// its creation time (the transaction's start, shared by the history entry).
+/// Returns `None`, writing nothing, when the customer already used the
+/// idempotency key.
 pub async fn insert_order(
     conn: &mut AsyncPgConnection,
     id: OrderId,
     order: &NewOrder,
     trace_id: Option<&str>,
-) -> Result<bool, DbError> {
+) -> Result<Option<DateTime<Utc>>, DbError> {
     let address = &order.shipping_address;
     let inserted = diesel::insert_into(orders::table)
         .values((
@@ -91,11 +93,13 @@ pub async fn insert_order(
         ))
         .on_conflict((orders::customer_id, orders::idempotency_key))
         .do_nothing()
-        .execute(conn)
-        .await?;
-    if inserted == 0 {
-        return Ok(false);
-    }
+        .returning(orders::created_at)
+        .get_result::<DateTime<Utc>>(conn)
+        .await
+        .optional()?;
+    let Some(created_at) = inserted else {
+        return Ok(None);
+    };
     let items: Vec<_> = order
         .items
         .iter()
@@ -120,7 +124,7 @@ pub async fn insert_order(
         ))
         .execute(conn)
         .await?;
-    Ok(true)
+    Ok(Some(created_at))
 }
 
 pub async fn find_by_idempotency_key(

@@ -187,6 +187,32 @@ impl NewOrder {
     }
 }
 
+impl NewOrder {
+    /// The order as stored when it is placed: pending, with one history entry.
+    pub fn into_order(
+        self,
+        id: OrderId,
+        created_at: DateTime<Utc>,
+        trace_id: Option<String>,
+    ) -> Order {
+        Order {
+            id,
+            customer_id: self.customer_id,
+            status: OrderStatus::Pending,
+            rejection_reason: None,
+            items: self.items,
+            shipping_address: self.shipping_address,
+            history: vec![StatusChange {
+                status: OrderStatus::Pending,
+                reason: None,
+                at: created_at,
+            }],
+            created_at,
+            trace_id,
+        }
+    }
+}
+
 /// Checks the rules that span several items; `Err` holds the index of the
 /// offending item and what is wrong.
 pub fn check_items(items: &[LineItem]) -> Result<(), Vec<(usize, String)>> {

@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use prost::Message as _;
+use proto::messages::v1::OrderCreated;
 use proto::order::v1 as api;
 use proto::order::v1::order_service_client::OrderServiceClient;
 use service_kit::config::{DatabaseArgs, ShutdownArgs, TelemetryArgs};
@@ -108,7 +110,30 @@ async fn create_order_commits_the_order_and_one_outbox_event() {
     assert_eq!(order.items[0].product_id, "sku-widget");
     assert_eq!(order.history.len(), 1);
     assert_eq!(order.history[0].status(), api::OrderStatus::Pending);
+    assert_eq!(order.history[0].at, order.created_at);
     assert_eq!(rows(&app, "outbox").await, 1);
+
+    // The event describes the order exactly as it was stored.
+    let mut conn = app.db.connect().await.expect("connect");
+    let outbox = outbox::fetch_batch(&mut conn, 10)
+        .await
+        .expect("outbox rows");
+    let event = OrderCreated::decode(outbox[0].payload.as_slice()).expect("OrderCreated");
+    assert_eq!(outbox[0].message_key, created.order_id);
+    assert_eq!(event.order_id, order.order_id);
+    assert_eq!(event.customer_id, order.customer_id);
+    let event_items: Vec<(String, i32)> = event
+        .items
+        .iter()
+        .map(|i| (i.product_id.clone(), i.quantity))
+        .collect();
+    let stored_items: Vec<(String, i32)> = order
+        .items
+        .iter()
+        .map(|i| (i.product_id.clone(), i.quantity))
+        .collect();
+    assert_eq!(event_items, stored_items);
+    assert_eq!(event.created_at, order.created_at);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -9,6 +9,41 @@ pub mod order {
     }
 }
 
+/// gRPC API of the inventory service.
+pub mod inventory {
+    pub mod v1 {
+        tonic::include_proto!("ordersaga.inventory.v1");
+    }
+}
+
+/// gRPC API of the payment service.
+pub mod payment {
+    pub mod v1 {
+        tonic::include_proto!("ordersaga.payment.v1");
+    }
+}
+
+/// gRPC API of the shipment service.
+pub mod shipment {
+    pub mod v1 {
+        tonic::include_proto!("ordersaga.shipment.v1");
+    }
+}
+
+/// gRPC API of the notification service.
+pub mod notification {
+    pub mod v1 {
+        tonic::include_proto!("ordersaga.notification.v1");
+    }
+}
+
+/// gRPC introspection and operator API of the saga orchestrator.
+pub mod orchestrator {
+    pub mod v1 {
+        tonic::include_proto!("ordersaga.orchestrator.v1");
+    }
+}
+
 /// Payloads carried on Kafka topics.
 pub mod messages {
     pub mod v1 {

@@ -59,6 +59,30 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// Decodes the payload as `M`. A payload that is not a valid `M` is a
+    /// permanent failure (the message is dead-lettered with the reason).
+    pub fn decode<M>(&self) -> Result<M, HandlerError>
+    where
+        M: prost::Message + prost::Name + Default,
+    {
+        M::decode(self.payload.as_slice()).map_err(|error| {
+            HandlerError::Permanent(format!("undecodable {} payload: {error}", M::full_name()))
+        })
+    }
+
+    /// Whether the `message-type` header names `M`.
+    pub fn is<M: prost::Name>(&self) -> bool {
+        self.message_type == M::full_name()
+    }
+
+    /// The permanent failure for a message type this consumer does not handle.
+    pub fn unknown_type(&self) -> HandlerError {
+        HandlerError::Permanent(format!(
+            "unknown message type {:?} on {}",
+            self.message_type, self.topic
+        ))
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

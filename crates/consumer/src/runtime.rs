@@ -50,6 +50,21 @@ impl ConsumerConfig {
             inbox_retention: Duration::from_secs(14 * 24 * 3600),
         }
     }
+
+    /// A service's consumer: group and topics (names from `proto::topics`)
+    /// in the namespace of `kafka`'s topic prefix, dead letters to its
+    /// `dead-letter.v1`.
+    pub fn for_service(
+        kafka: &service_kit::config::KafkaArgs,
+        name: &str,
+        topics: &[&str],
+    ) -> Self {
+        let topics: Vec<String> = topics.iter().map(|t| kafka.topic(t)).collect();
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let mut config = Self::new(&kafka.group(name), &kafka.kafka_brokers, &topics);
+        config.dead_letter_topic = kafka.topic("dead-letter.v1");
+        config
+    }
 }
 
 struct Context {

@@ -64,3 +64,46 @@ pub struct DatabaseArgs {
     #[arg(long, env = "DATABASE_POOL_SIZE", default_value_t = 16)]
     pub database_pool_size: usize,
 }
+
+/// The Kafka cluster and the topic namespace a service uses.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, comma-separated host:port.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Prepended to every topic and consumer group name, e.g. `staging.`; empty in production.
+    #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub kafka_topic_prefix: String,
+}
+
+impl KafkaArgs {
+    pub fn new(brokers: impl Into<String>, topic_prefix: impl Into<String>) -> Self {
+        Self {
+            kafka_brokers: brokers.into(),
+            kafka_topic_prefix: topic_prefix.into(),
+        }
+    }
+
+    /// The full name of topic `name` (one of `proto::topics`).
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.kafka_topic_prefix)
+    }
+
+    /// The consumer group of consumer `name`.
+    pub fn group(&self, name: &str) -> String {
+        format!("{}{name}", self.kafka_topic_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topic_prefix_namespaces_topics_and_groups() {
+        let kafka = KafkaArgs::new("127.0.0.1:9092", "e2e-1.");
+        assert_eq!(kafka.topic("saga.replies.v1"), "e2e-1.saga.replies.v1");
+        assert_eq!(kafka.group("orchestrator"), "e2e-1.orchestrator");
+        assert_eq!(KafkaArgs::new("b", "").topic("t"), "t");
+    }
+}

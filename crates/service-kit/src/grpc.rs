@@ -116,3 +116,89 @@ pub async fn drain_signal(
     }
     tracing::info!("grpc server draining");
 }
+
+/// Serves `routes` (plus health and reflection over `file_descriptor_set`)
+/// on `listener` with the server-span layer, until `shutdown`; then flips
+/// health to NOT_SERVING and drains in-flight calls for at most `grace`.
+/// `services` are the names whose health is reported SERVING, e.g.
+/// `OrderServiceServer::<_>::NAME`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    routes: tonic::service::Routes,
+    services: Vec<String>,
+    file_descriptor_set: &'static [u8],
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for service in services.iter().map(String::as_str).chain([""]) {
+        health
+            .set_service_status(service, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let (reflection_v1, reflection_v1alpha) = reflection(file_descriptor_set)?;
+    let routes = routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
+    let drained = drain_signal(shutdown.clone(), health, services);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = tonic::transport::Server::builder()
+        .layer(trace_layer())
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, drained);
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.context("grpc server failed"),
+        () = shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result.context("grpc server failed"),
+        Err(_) => {
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "in-flight requests cut off after grace period"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Runs long-lived tasks until the first one ends: an early end (error or
+/// not) cancels `shutdown` so the others stop, and is reported as an error
+/// unless shutdown was already requested.
+pub async fn supervise(
+    shutdown: CancellationToken,
+    tasks: Vec<(
+        &'static str,
+        futures::future::BoxFuture<'static, anyhow::Result<()>>,
+    )>,
+) -> anyhow::Result<()> {
+    let mut set = tokio::task::JoinSet::new();
+    for (name, task) in tasks {
+        set.spawn(async move { (name, task.await) });
+    }
+    let mut first_error: Option<anyhow::Error> = None;
+    while let Some(joined) = set.join_next().await {
+        let (name, result) = match joined {
+            Ok(done) => done,
+            Err(error) => ("task", Err(anyhow::anyhow!("task panicked: {error}"))),
+        };
+        let early = !shutdown.is_cancelled();
+        match result {
+            Err(error) => {
+                tracing::error!(task = name, error = format!("{error:#}"), "task failed");
+                first_error.get_or_insert(error.context(format!("{name} failed")));
+            }
+            Ok(()) if early => {
+                tracing::error!(task = name, "task ended before shutdown");
+                first_error.get_or_insert(anyhow::anyhow!("{name} ended before shutdown"));
+            }
+            Ok(()) => {}
+        }
+        shutdown.cancel();
+    }
+    first_error.map_or(Ok(()), Err)
+}

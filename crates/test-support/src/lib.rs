@@ -240,3 +240,81 @@ pub async fn eventually<T>(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Every topic of `config/topics.txt`, created under a unique prefix (e.g.
+/// `t-1a2b3c4d5e6f.`) so that one test's services, consumer groups and
+/// messages never meet another's. Pass the prefix as `KAFKA_TOPIC_PREFIX`.
+pub async fn topic_namespace() -> anyhow::Result<String> {
+    let prefix = format!("{}.", unique("t").replace('_', "-"));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()?;
+    let listed = include_str!("../../../config/topics.txt");
+    let names: Vec<(String, i32)> = listed
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let name = fields.next()?;
+            let partitions = fields.next()?.parse().ok()?;
+            Some((format!("{prefix}{name}"), partitions))
+        })
+        .collect();
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name, *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    for result in results {
+        result.map_err(|(topic, error)| anyhow::anyhow!("cannot create topic {topic}: {error}"))?;
+    }
+    Ok(prefix)
+}
+
+/// A producer for tests that play another service's part on Kafka.
+pub fn producer() -> anyhow::Result<rdkafka::producer::FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .create()?)
+}
+
+/// Sends one message as the relay would: keyed, with `message-id` and
+/// `message-type` headers. Returns the message id.
+pub async fn send(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    key: &str,
+    message_type: &str,
+    message_id: uuid::Uuid,
+    payload: &[u8],
+) -> anyhow::Result<uuid::Uuid> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let id = message_id.to_string();
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "message-id",
+            value: Some(id.as_str()),
+        })
+        .insert(Header {
+            key: "message-type",
+            value: Some(message_type),
+        });
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(error, _)| anyhow::anyhow!("cannot send to {topic}: {error}"))?;
+    Ok(message_id)
+}

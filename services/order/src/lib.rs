@@ -15,7 +15,6 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use proto::order::v1::order_service_server::{OrderServiceServer, SERVICE_NAME};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -60,42 +59,18 @@ impl Application {
     /// Serves until `shutdown` is cancelled, then drains in-flight requests
     /// for at most the configured grace period.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<OrderServiceServer<grpc::OrderApi>>()
-            .await;
-        let (reflection_v1, reflection_v1alpha) =
-            service_kit::grpc::reflection(proto::FILE_DESCRIPTOR_SET)?;
-        let grace = self.config.shutdown.grace();
         let addr = self.local_addr();
         tracing::info!(%addr, "order service listening");
-
-        let drained = service_kit::grpc::drain_signal(
-            shutdown.clone(),
-            health,
+        let routes =
+            tonic::service::Routes::new(OrderServiceServer::new(grpc::OrderApi::new(self.orders)));
+        service_kit::grpc::serve(
+            self.listener,
+            routes,
             vec![SERVICE_NAME.to_owned()],
-        );
-        let server = tonic::transport::Server::builder()
-            .layer(service_kit::grpc::trace_layer())
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(OrderServiceServer::new(grpc::OrderApi::new(self.orders)))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), drained);
-        tokio::pin!(server);
-        tokio::select! {
-            result = &mut server => return result.context("grpc server failed"),
-            () = shutdown.cancelled() => {}
-        }
-        match tokio::time::timeout(grace, server).await {
-            Ok(result) => result.context("grpc server failed"),
-            Err(_) => {
-                tracing::warn!(
-                    grace_seconds = grace.as_secs(),
-                    "in-flight requests cut off after grace period"
-                );
-                Ok(())
-            }
-        }
+            proto::FILE_DESCRIPTOR_SET,
+            shutdown,
+            self.config.shutdown.grace(),
+        )
+        .await
     }
 }

@@ -1,0 +1,1 @@
+//! The shipment service (being built).

@@ -59,6 +59,8 @@ pub enum ErrorKind {
     InvalidArgument(Vec<FieldViolation>),
     /// The named thing does not exist.
     NotFound(String),
+    /// The thing the request would create exists already.
+    AlreadyExists(String),
     /// The request conflicts with the current state.
     FailedPrecondition(String),
     /// A dependency (database, broker) is unavailable; retrying may succeed.
@@ -86,6 +88,7 @@ pub fn to_status(kind: ErrorKind) -> Status {
             )
         }
         ErrorKind::NotFound(what) => Status::not_found(what),
+        ErrorKind::AlreadyExists(what) => Status::already_exists(what),
         ErrorKind::FailedPrecondition(why) => Status::failed_precondition(why),
         ErrorKind::Unavailable(error) => {
             tracing::warn!(error = format!("{error:#}"), "dependency unavailable");

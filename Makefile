@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: install up down status build test lint clean-state
+.PHONY: install up down status build test lint clean-state seed
 
 install:
 	scripts/infra.sh install
@@ -15,6 +15,10 @@ up:
 	scripts/infra.sh up
 	$(CARGO) build --bins
 	scripts/stack.sh up
+
+# Demo products and accounts for the grpcurl examples of README.md (stack must be up).
+seed:
+	scripts/seed.sh
 
 down:
 	scripts/stack.sh down

@@ -17,7 +17,9 @@ LOGS="$STATE/logs"
 RUN="$STATE/run"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 [[ "$TARGET_DIR" = /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-BIN_DIR="$TARGET_DIR/debug"
+# STACK_PROFILE=release runs `cargo build --release --bins` output (benchmarks).
+STACK_PROFILE="${STACK_PROFILE:-debug}"
+BIN_DIR="$TARGET_DIR/$STACK_PROFILE"
 
 PG_PORT="${PG_PORT:-55432}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
@@ -25,6 +27,9 @@ OTLP_GRPC_PORT="${OTLP_GRPC_PORT:-4317}"
 JAEGER_QUERY_PORT="${JAEGER_QUERY_PORT:-16686}"
 STACK_TIMEOUT="${STACK_TIMEOUT:-60}"    # seconds each process gets to become healthy
 STACK_RUST_LOG="${STACK_RUST_LOG:-info}"
+# Where the notification service posts outcomes; empty: recorded, not delivered.
+NOTIFICATION_WEBHOOK_URL="${NOTIFICATION_WEBHOOK_URL:-}"
+SAGA_STEP_TIMEOUT_MS="${SAGA_STEP_TIMEOUT_MS:-30000}"
 
 # Values the table below may use as ${NAME} (see expand()).
 # shellcheck disable=SC2034
@@ -41,8 +46,13 @@ COMMON_ENV='OTEL_EXPORTER_OTLP_ENDPOINT=${OTLP_ENDPOINT} LOG_FORMAT=text RUST_LO
 # stopped in reverse. One per line:
 #   NAME  BINARY  HEALTH_ADDR (grpc.health.v1 endpoint)  ENV (KEY=VALUE ..., no spaces in values)
 STACK_TABLE='
-order-service  order-service  127.0.0.1:50051  LISTEN_ADDR=127.0.0.1:50051 DATABASE_URL=${PG_URL_BASE}/order_db OTEL_SERVICE_NAME=order-service
-outbox-relay   outbox-relay   127.0.0.1:50060  HEALTH_LISTEN_ADDR=127.0.0.1:50060 RELAY_DATABASE_URLS=${PG_URL_BASE}/order_db KAFKA_BROKERS=${KAFKA_BROKERS} OTEL_SERVICE_NAME=outbox-relay
+order-service        order-service        127.0.0.1:50051  LISTEN_ADDR=127.0.0.1:50051 DATABASE_URL=${PG_URL_BASE}/order_db KAFKA_BROKERS=${KAFKA_BROKERS} METRICS_LISTEN_ADDR=127.0.0.1:9181 OTEL_SERVICE_NAME=order-service
+inventory-service    inventory-service    127.0.0.1:50052  LISTEN_ADDR=127.0.0.1:50052 DATABASE_URL=${PG_URL_BASE}/inventory_db KAFKA_BROKERS=${KAFKA_BROKERS} METRICS_LISTEN_ADDR=127.0.0.1:9182 OTEL_SERVICE_NAME=inventory-service
+payment-service      payment-service      127.0.0.1:50053  LISTEN_ADDR=127.0.0.1:50053 DATABASE_URL=${PG_URL_BASE}/payment_db KAFKA_BROKERS=${KAFKA_BROKERS} METRICS_LISTEN_ADDR=127.0.0.1:9183 OTEL_SERVICE_NAME=payment-service
+shipment-service     shipment-service     127.0.0.1:50054  LISTEN_ADDR=127.0.0.1:50054 DATABASE_URL=${PG_URL_BASE}/shipment_db KAFKA_BROKERS=${KAFKA_BROKERS} METRICS_LISTEN_ADDR=127.0.0.1:9184 OTEL_SERVICE_NAME=shipment-service
+notification-service notification-service 127.0.0.1:50055  LISTEN_ADDR=127.0.0.1:50055 DATABASE_URL=${PG_URL_BASE}/notification_db KAFKA_BROKERS=${KAFKA_BROKERS} NOTIFICATION_WEBHOOK_URL=${NOTIFICATION_WEBHOOK_URL} METRICS_LISTEN_ADDR=127.0.0.1:9185 OTEL_SERVICE_NAME=notification-service
+orchestrator         orchestrator         127.0.0.1:50056  LISTEN_ADDR=127.0.0.1:50056 DATABASE_URL=${PG_URL_BASE}/orchestrator_db KAFKA_BROKERS=${KAFKA_BROKERS} SAGA_STEP_TIMEOUT_MS=${SAGA_STEP_TIMEOUT_MS} METRICS_LISTEN_ADDR=127.0.0.1:9186 OTEL_SERVICE_NAME=orchestrator
+outbox-relay         outbox-relay         127.0.0.1:50060  HEALTH_LISTEN_ADDR=127.0.0.1:50060 RELAY_DATABASE_URLS=${PG_URL_BASE}/order_db,${PG_URL_BASE}/inventory_db,${PG_URL_BASE}/payment_db,${PG_URL_BASE}/shipment_db,${PG_URL_BASE}/notification_db,${PG_URL_BASE}/orchestrator_db KAFKA_BROKERS=${KAFKA_BROKERS} METRICS_LISTEN_ADDR=127.0.0.1:9190 OTEL_SERVICE_NAME=outbox-relay
 '
 
 log() { printf '[stack %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -72,7 +82,7 @@ read_pid() { [[ -s "$1" ]] && head -n1 "$1" | tr -dc '0-9' || true; }
 # Expand ${NAME} references of the table (only the variables defined above).
 expand() {
   local s="$1" v
-  for v in PG_URL_BASE KAFKA_BROKERS OTLP_ENDPOINT STACK_RUST_LOG; do
+  for v in PG_URL_BASE KAFKA_BROKERS OTLP_ENDPOINT STACK_RUST_LOG NOTIFICATION_WEBHOOK_URL SAGA_STEP_TIMEOUT_MS; do
     s="${s//\$\{$v\}/${!v}}"
   done
   [[ "$s" != *'${'* ]] || die "unknown \${...} in stack table entry: $s"
@@ -223,10 +233,15 @@ cmd_up() {
   cmd_status
   cat <<EOF
 
-Stack is up. Place an order:
+Stack is up. Seed demo products and accounts once: make seed (scripts/seed.sh). Place an order:
   $GRPCURL -plaintext -d '{"customer_id":"customer-1","items":[{"product_id":"sku-widget","quantity":2}],"shipping_address":{"recipient":"Ada Lovelace","line1":"12 Analytical Way","city":"London","postal_code":"N1 9GU","country_code":"GB"},"idempotency_key":"demo-1"}' 127.0.0.1:50051 ordersaga.order.v1.OrderService/CreateOrder
-Traces:
-  curl -s 'http://127.0.0.1:$JAEGER_QUERY_PORT/api/traces?service=order-service' | jq .
+Follow its saga (orderId and traceId come back from CreateOrder):
+  $GRPCURL -plaintext -d '{"order_id":"<orderId>"}' 127.0.0.1:50051 ordersaga.order.v1.OrderService/GetOrder
+  $GRPCURL -plaintext -d '{"order_id":"<orderId>"}' 127.0.0.1:50056 ordersaga.orchestrator.v1.OrchestratorService/GetSaga
+Its trace, one for the whole saga:
+  curl -s http://127.0.0.1:$JAEGER_QUERY_PORT/api/traces/<traceId>      (Jaeger query API)
+  http://127.0.0.1:$JAEGER_QUERY_PORT/trace/<traceId>                  (Jaeger UI, where the Jaeger build ships it; the jaegertracing/jaeger image does)
+Metrics: http://127.0.0.1:9181/metrics .. 9186 (services), 9190 (relay)
 Logs: $LOGS/<name>.log (or scripts/infra.sh logs <name>)
 EOF
 }
@@ -241,7 +256,7 @@ cmd_down() {
 cmd_status() {
   [[ -x "$GRPCURL" ]] && write_health_proto
   local name binary addr env pid st
-  printf '%-16s %-8s %-18s %s\n' PROCESS PID ADDRESS STATE
+  printf '%-21s %-8s %-18s %s\n' PROCESS PID ADDRESS STATE
   while read -r name binary addr env; do
     pid="$(read_pid "$RUN/$name.pid")"
     if ! pid_alive "$pid"; then
@@ -251,7 +266,7 @@ cmd_status() {
     else
       st=unhealthy
     fi
-    printf '%-16s %-8s %-18s %s\n' "$name" "${pid:--}" "$addr" "$st"
+    printf '%-21s %-8s %-18s %s\n' "$name" "${pid:--}" "$addr" "$st"
   done < <(rows)
 }
 

@@ -30,8 +30,8 @@ status:
 
 test:
 	scripts/infra.sh up
-	eval "$$(scripts/infra.sh env)" && $(CARGO) test --workspace
 	$(CARGO) build --bins
+	eval "$$(scripts/infra.sh env)" && $(CARGO) test --workspace
 	scripts/stack.sh up
 	scripts/smoke.sh
 	if [[ -f scripts/check-deploy.sh ]]; then bash scripts/check-deploy.sh; fi

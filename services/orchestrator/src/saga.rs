@@ -8,13 +8,21 @@
 //! saga together with the returned commands in one transaction, and delivers
 //! [`Input::DeadlinePassed`] when `deadline` is reached.
 //!
+//! Forward steps are never retried: their timeout fails the saga. A
+//! compensation, approval or rejection is re-sent when its deadline passes,
+//! each time waiting twice as long (capped), and after `max_attempts` sends
+//! the saga needs attention: it stops where it was, and an operator can
+//! resume it ([`Input::OperatorRetry`]) or abort a running saga
+//! ([`Input::OperatorAbort`]).
+//!
 //! Rules that hold for every sequence of inputs (see the property tests):
 //! - a reply that does not answer the command the saga is waiting for (late,
 //!   duplicate, out of order) changes nothing and sends nothing;
-//! - only steps that completed or timed out are compensated, each once
-//!   acknowledged, in the reverse order they were started;
-//! - a saga ends approved, rejected, or needing attention, and never
-//!   changes after that; approved sagas compensated nothing.
+//! - only steps that completed, timed out or were aborted are compensated,
+//!   each once acknowledged, in the reverse order they were started;
+//! - a saga ends approved or rejected and never changes after that, or needs
+//!   attention and changes only when an operator retries; approved sagas
+//!   compensated nothing.
 
 use std::time::Duration;
 
@@ -50,6 +58,11 @@ impl Step {
             Step::CreateShipment => "create_shipment",
         }
     }
+
+    /// The step named `name` (as [`Step::name`] spells it).
+    pub fn parse(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|step| step.name() == name)
+    }
 }
 
 /// What the orchestrator asks a participant to do.
@@ -59,6 +72,19 @@ pub enum Command {
     Compensate(Step),
     ApproveOrder,
     RejectOrder { reason: String },
+}
+
+impl Command {
+    /// How history and the API name the command: `reserve_stock`,
+    /// `compensate:charge_payment`, `approve_order`, `reject_order`.
+    pub fn name(&self) -> String {
+        match self {
+            Command::Perform(step) => step.name().to_owned(),
+            Command::Compensate(step) => format!("compensate:{}", step.name()),
+            Command::ApproveOrder => "approve_order".to_owned(),
+            Command::RejectOrder { .. } => "reject_order".to_owned(),
+        }
+    }
 }
 
 /// What happens to a saga.
@@ -77,6 +103,34 @@ pub enum Input {
     OrderRejected,
     /// The current deadline is reached (the caller checked `now >= deadline`).
     DeadlinePassed,
+    /// An operator asks to send the current command again now, with the
+    /// attempts reset; a saga needing attention resumes where it stopped.
+    OperatorRetry,
+    /// An operator gives up on a running saga: the current forward step
+    /// counts as failed (and, as it may have taken effect, is compensated),
+    /// or an approval not yet confirmed is abandoned.
+    OperatorAbort {
+        reason: String,
+    },
+}
+
+/// Where a saga needing attention stopped: the phase whose command was
+/// sent `max_attempts` times without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stuck {
+    Compensating(Step),
+    Approving,
+    Rejecting,
+}
+
+impl Stuck {
+    pub fn phase(self) -> Phase {
+        match self {
+            Stuck::Compensating(step) => Phase::Compensating(step),
+            Stuck::Approving => Phase::Approving,
+            Stuck::Rejecting => Phase::Rejecting,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,27 +142,38 @@ pub enum Phase {
     Approved,
     Rejected,
     /// Compensating or closing failed more often than allowed: an operator
-    /// must look. No further command is sent.
-    NeedsAttention,
+    /// must look. No further command is sent until an operator retries.
+    NeedsAttention {
+        stuck: Stuck,
+    },
 }
 
 impl Phase {
+    /// No command is awaited: approved, rejected, or needing attention.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Phase::Approved | Phase::Rejected | Phase::NeedsAttention
+            Phase::Approved | Phase::Rejected | Phase::NeedsAttention { .. }
         )
+    }
+
+    /// Approved or rejected: nothing can change the saga any more.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Approved | Phase::Rejected)
     }
 }
 
 /// Deadlines and retry limits.
 #[derive(Debug, Clone)]
 pub struct Timing {
-    /// How long a participant has to answer a command.
+    /// How long a participant has to answer a command (the first send).
     pub step_timeout: Duration,
     /// Sends of one compensation, approval or rejection before the saga
     /// needs attention.
     pub max_attempts: u32,
+    /// The longest wait for an answer to a re-sent command; the n-th send
+    /// waits `step_timeout * 2^(n-1)` up to this.
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for Timing {
@@ -116,14 +181,28 @@ impl Default for Timing {
         Self {
             step_timeout: Duration::from_secs(30),
             max_attempts: 10,
+            retry_backoff_max: Duration::from_secs(300),
         }
+    }
+}
+
+impl Timing {
+    /// How long the answer to the `attempt`-th send (1-based) of a
+    /// compensation, approval or rejection may take.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        self.step_timeout
+            .checked_mul(factor)
+            .unwrap_or(Duration::MAX)
+            .min(self.retry_backoff_max)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saga {
     pub phase: Phase,
-    /// Forward steps that took effect or may have (timed out), in start order.
+    /// Forward steps that took effect or may have (timed out, aborted), in
+    /// start order.
     pub completed: Vec<Step>,
     /// Compensations acknowledged, in the order they happened.
     pub compensated: Vec<Step>,
@@ -144,8 +223,12 @@ pub struct Transition {
     pub ignored: bool,
 }
 
-fn due(now: DateTime<Utc>, timing: &Timing) -> Option<DateTime<Utc>> {
-    Some(now + chrono::Duration::from_std(timing.step_timeout).unwrap_or(chrono::Duration::MAX))
+fn after(now: DateTime<Utc>, wait: Duration) -> Option<DateTime<Utc>> {
+    let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+    Some(
+        now.checked_add_signed(wait)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    )
 }
 
 impl Saga {
@@ -157,7 +240,7 @@ impl Saga {
             compensated: Vec::new(),
             failure: None,
             attempts: 1,
-            deadline: due(now, timing),
+            deadline: after(now, timing.step_timeout),
         };
         Transition {
             saga,
@@ -174,6 +257,24 @@ impl Saga {
             .filter(|step| !self.compensated.contains(step))
             .copied()
             .collect()
+    }
+
+    /// The command the saga is waiting on (for a saga needing attention, the
+    /// one it gave up on); `None` once approved or rejected.
+    pub fn current_command(&self) -> Option<Command> {
+        let phase = match self.phase {
+            Phase::NeedsAttention { stuck } => stuck.phase(),
+            phase => phase,
+        };
+        match phase {
+            Phase::Running(step) => Some(Command::Perform(step)),
+            Phase::Compensating(step) => Some(Command::Compensate(step)),
+            Phase::Approving => Some(Command::ApproveOrder),
+            Phase::Rejecting => Some(Command::RejectOrder {
+                reason: self.failure.clone().unwrap_or_default(),
+            }),
+            Phase::Approved | Phase::Rejected | Phase::NeedsAttention { .. } => None,
+        }
     }
 
     pub fn apply(&self, input: &Input, now: DateTime<Utc>, timing: &Timing) -> Transition {
@@ -201,6 +302,16 @@ impl Saga {
                 next.failure = Some(format!("{}: TIMEOUT", current.name()));
                 next.compensate_or_reject(now, timing)
             }
+            (Phase::Running(current), Input::OperatorAbort { reason }) => {
+                // As with a timeout, the command may have taken effect.
+                next.completed.push(current);
+                next.failure = Some(format!("operator: {reason}"));
+                next.compensate_or_reject(now, timing)
+            }
+            (Phase::Approving, Input::OperatorAbort { reason }) => {
+                next.failure = Some(format!("operator: {reason}"));
+                next.compensate_or_reject(now, timing)
+            }
             (Phase::Compensating(current), Input::Compensated(step)) if *step == current => {
                 next.compensated.push(current);
                 next.compensate_or_reject(now, timing)
@@ -211,6 +322,14 @@ impl Saga {
                 Phase::Compensating(_) | Phase::Approving | Phase::Rejecting,
                 Input::DeadlinePassed,
             ) => next.retry(now, timing),
+            (Phase::NeedsAttention { stuck }, Input::OperatorRetry) => {
+                next.phase = stuck.phase();
+                next.resend_now(now, timing)
+            }
+            (
+                Phase::Running(_) | Phase::Compensating(_) | Phase::Approving | Phase::Rejecting,
+                Input::OperatorRetry,
+            ) => next.resend_now(now, timing),
             _ => {
                 return Transition {
                     saga: next,
@@ -226,6 +345,14 @@ impl Saga {
         }
     }
 
+    /// How long the `attempt`-th send of the command of `phase` may wait.
+    fn wait(phase: Phase, attempt: u32, timing: &Timing) -> Duration {
+        match phase {
+            Phase::Running(_) => timing.step_timeout,
+            _ => timing.backoff(attempt),
+        }
+    }
+
     fn send(
         &mut self,
         phase: Phase,
@@ -235,7 +362,7 @@ impl Saga {
     ) -> Vec<Command> {
         self.phase = phase;
         self.attempts = 1;
-        self.deadline = due(now, timing);
+        self.deadline = after(now, Self::wait(phase, 1, timing));
         vec![command]
     }
 
@@ -265,21 +392,30 @@ impl Saga {
         Vec::new()
     }
 
+    /// Sends the current command again as a first attempt.
+    fn resend_now(&mut self, now: DateTime<Utc>, timing: &Timing) -> Vec<Command> {
+        match self.current_command() {
+            Some(command) => self.send(self.phase, command, now, timing),
+            None => Vec::new(),
+        }
+    }
+
     /// Sends the current command again, or gives up after `max_attempts`.
     fn retry(&mut self, now: DateTime<Utc>, timing: &Timing) -> Vec<Command> {
-        if self.attempts >= timing.max_attempts {
-            return self.finish(Phase::NeedsAttention);
-        }
-        let command = match self.phase {
-            Phase::Compensating(step) => Command::Compensate(step),
-            Phase::Approving => Command::ApproveOrder,
-            Phase::Rejecting => Command::RejectOrder {
-                reason: self.failure.clone().unwrap_or_default(),
-            },
+        let stuck = match self.phase {
+            Phase::Compensating(step) => Stuck::Compensating(step),
+            Phase::Approving => Stuck::Approving,
+            Phase::Rejecting => Stuck::Rejecting,
             _ => return Vec::new(),
         };
+        if self.attempts >= timing.max_attempts {
+            return self.finish(Phase::NeedsAttention { stuck });
+        }
+        let Some(command) = self.current_command() else {
+            return Vec::new();
+        };
         self.attempts += 1;
-        self.deadline = due(now, timing);
+        self.deadline = after(now, Self::wait(self.phase, self.attempts, timing));
         vec![command]
     }
 }
@@ -418,6 +554,7 @@ mod tests {
         let timing = Timing {
             step_timeout: Duration::from_secs(1),
             max_attempts: 3,
+            ..Timing::default()
         };
         let mut saga = Saga::start(now(), &timing).saga;
         for input in [
@@ -439,7 +576,12 @@ mod tests {
                 .count();
             saga = t.saga;
         }
-        assert_eq!(saga.phase, Phase::NeedsAttention);
+        assert_eq!(
+            saga.phase,
+            Phase::NeedsAttention {
+                stuck: Stuck::Compensating(ReserveStock)
+            }
+        );
         assert_eq!(resent, 2, "sent three times in all, then given up");
     }
 
@@ -456,6 +598,195 @@ mod tests {
         assert_eq!(saga.phase, Phase::Approved);
         assert!(saga.compensated.is_empty());
     }
+
+    fn given(inputs: &[Input]) -> Saga {
+        run(inputs).0
+    }
+
+    fn compensating_reserve_stock(timing: &Timing) -> Saga {
+        let mut saga = Saga::start(now(), timing).saga;
+        for input in [
+            Input::StepSucceeded(ReserveStock),
+            Input::StepFailed {
+                step: ChargePayment,
+                reason: "DECLINED".into(),
+            },
+        ] {
+            saga = saga.apply(&input, now(), timing).saga;
+        }
+        saga
+    }
+
+    #[test]
+    fn a_resent_compensation_waits_twice_as_long_each_time_up_to_the_cap() {
+        let timing = Timing {
+            step_timeout: Duration::from_secs(1),
+            max_attempts: 10,
+            retry_backoff_max: Duration::from_secs(5),
+        };
+        let mut saga = compensating_reserve_stock(&timing);
+        assert_eq!(saga.deadline, Some(now() + chrono::Duration::seconds(1)));
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            let at = saga.deadline.expect("deadline");
+            saga = saga.apply(&Input::DeadlinePassed, at, &timing).saga;
+            waits.push((saga.deadline.expect("deadline") - at).num_seconds());
+        }
+        assert_eq!(waits, [2, 4, 5, 5, 5]);
+        assert_eq!(saga.attempts, 6);
+    }
+
+    #[test]
+    fn a_forward_step_waits_the_step_timeout_and_is_never_resent() {
+        let timing = Timing::default();
+        let saga = given(&[Input::StepSucceeded(ReserveStock)]);
+        assert_eq!(saga.deadline, Some(now() + chrono::Duration::seconds(30)));
+        let t = saga.apply(&Input::DeadlinePassed, now(), &timing);
+        assert!(!t.commands.contains(&Perform(ChargePayment)));
+        assert_eq!(t.saga.phase, Phase::Compensating(ChargePayment));
+    }
+
+    #[test]
+    fn an_operator_retry_resumes_a_saga_needing_attention_where_it_stopped() {
+        let timing = Timing {
+            step_timeout: Duration::from_secs(1),
+            max_attempts: 2,
+            ..Timing::default()
+        };
+        let mut saga = compensating_reserve_stock(&timing);
+        while !saga.phase.is_terminal() {
+            saga = saga.apply(&Input::DeadlinePassed, now(), &timing).saga;
+        }
+        assert_eq!(saga.deadline, None);
+        let resumed = saga.apply(&Input::OperatorRetry, now(), &timing);
+        assert!(!resumed.ignored);
+        assert_eq!(resumed.commands, [Compensate(ReserveStock)]);
+        assert_eq!(resumed.saga.phase, Phase::Compensating(ReserveStock));
+        assert_eq!(resumed.saga.attempts, 1);
+        assert_eq!(
+            resumed.saga.deadline,
+            Some(now() + chrono::Duration::seconds(1))
+        );
+        let done = resumed
+            .saga
+            .apply(&Input::Compensated(ReserveStock), now(), &timing);
+        assert_eq!(done.saga.phase, Phase::Rejecting);
+    }
+
+    #[test]
+    fn an_operator_retry_resends_the_running_step_with_attempts_reset() {
+        let timing = Timing::default();
+        let saga = given(&[Input::StepSucceeded(ReserveStock)]);
+        let later = now() + chrono::Duration::seconds(10);
+        let t = saga.apply(&Input::OperatorRetry, later, &timing);
+        assert_eq!(t.commands, [Perform(ChargePayment)]);
+        assert_eq!(t.saga.phase, Phase::Running(ChargePayment));
+        assert_eq!(t.saga.attempts, 1);
+        assert_eq!(t.saga.deadline, Some(later + chrono::Duration::seconds(30)));
+        assert_eq!(t.saga.completed, [ReserveStock]);
+    }
+
+    #[test]
+    fn an_operator_retry_changes_nothing_once_approved_or_rejected() {
+        let approved = given(&[
+            Input::StepSucceeded(ReserveStock),
+            Input::StepSucceeded(ChargePayment),
+            Input::StepSucceeded(CreateShipment),
+            Input::OrderApproved,
+        ]);
+        let rejected = given(&[
+            Input::StepFailed {
+                step: ReserveStock,
+                reason: "OUT_OF_STOCK".into(),
+            },
+            Input::OrderRejected,
+        ]);
+        for saga in [approved, rejected] {
+            let t = saga.apply(&Input::OperatorRetry, now(), &Timing::default());
+            assert!(t.ignored);
+            assert_eq!(t.saga, saga);
+            assert!(t.commands.is_empty());
+        }
+    }
+
+    #[test]
+    fn an_operator_abort_compensates_the_running_step_because_it_may_have_taken_effect() {
+        let (saga, commands) = run(&[
+            Input::StepSucceeded(ReserveStock),
+            Input::OperatorAbort {
+                reason: "customer cancelled".into(),
+            },
+            Input::Compensated(ChargePayment),
+            Input::Compensated(ReserveStock),
+        ]);
+        assert_eq!(
+            &commands[2..],
+            [
+                Compensate(ChargePayment),
+                Compensate(ReserveStock),
+                Command::RejectOrder {
+                    reason: "operator: customer cancelled".into()
+                }
+            ]
+        );
+        assert_eq!(saga.phase, Phase::Rejecting);
+        assert_eq!(
+            saga.failure.as_deref(),
+            Some("operator: customer cancelled")
+        );
+    }
+
+    #[test]
+    fn an_operator_abort_while_approving_compensates_every_step() {
+        let (saga, commands) = run(&[
+            Input::StepSucceeded(ReserveStock),
+            Input::StepSucceeded(ChargePayment),
+            Input::StepSucceeded(CreateShipment),
+            Input::OperatorAbort {
+                reason: "fraud".into(),
+            },
+        ]);
+        assert_eq!(commands.last(), Some(&Compensate(CreateShipment)));
+        assert_eq!(
+            saga.to_compensate(),
+            [CreateShipment, ChargePayment, ReserveStock]
+        );
+    }
+
+    #[test]
+    fn an_operator_abort_is_ignored_unless_running_or_approving() {
+        let compensating = compensating_reserve_stock(&Timing::default());
+        let rejecting = given(&[Input::StepFailed {
+            step: ReserveStock,
+            reason: "OUT_OF_STOCK".into(),
+        }]);
+        for saga in [compensating, rejecting] {
+            let t = saga.apply(
+                &Input::OperatorAbort { reason: "x".into() },
+                now(),
+                &Timing::default(),
+            );
+            assert!(t.ignored, "{:?}", saga.phase);
+            assert_eq!(t.saga, saga);
+        }
+    }
+
+    #[test]
+    fn commands_are_named_for_history_and_the_api() {
+        assert_eq!(Perform(ReserveStock).name(), "reserve_stock");
+        assert_eq!(
+            Compensate(ChargePayment).name(),
+            "compensate:charge_payment"
+        );
+        assert_eq!(ApproveOrder.name(), "approve_order");
+        assert_eq!(
+            Command::RejectOrder { reason: "r".into() }.name(),
+            "reject_order"
+        );
+        for step in Step::ALL {
+            assert_eq!(Step::parse(step.name()), Some(step));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -466,21 +797,30 @@ mod properties {
 
     use super::*;
 
-    /// Participants answer each command at random (succeed, refuse, or never
-    /// answer); the network loses, duplicates and reorders replies; the
-    /// clock fires deadlines whenever nothing else happens. Returns every
-    /// saga state, the inputs between them (`inputs[i]` led from
-    /// `history[i]` to `history[i + 1]`) and the commands sent.
-    fn simulate(seed: u64) -> (Vec<Saga>, Vec<Command>) {
-        let (history, _, sent) = simulate_with_inputs(seed);
-        (history, sent)
+    /// One simulated saga: every state (`inputs[i]` led from `history[i]`
+    /// to `history[i + 1]`), the commands sent, and what the order service
+    /// ended up doing with the order.
+    struct Run {
+        history: Vec<Saga>,
+        inputs: Vec<Input>,
+        sent: Vec<Command>,
+        order_approved: bool,
+        order_rejected: bool,
+        timing: Timing,
     }
 
-    fn simulate_with_inputs(seed: u64) -> (Vec<Saga>, Vec<Input>, Vec<Command>) {
+    /// Participants answer each command at random (succeed, refuse, or never
+    /// answer); the order service approves or rejects an order once, never
+    /// both; the network loses, duplicates and reorders replies; the clock
+    /// fires deadlines whenever nothing else happens; an operator now and
+    /// then (at most three times) retries or aborts, and may resume a saga
+    /// that needs attention.
+    fn simulate(seed: u64) -> Run {
         let mut rng = StdRng::seed_from_u64(seed);
         let timing = Timing {
             step_timeout: Duration::from_secs(1),
             max_attempts: 4,
+            retry_backoff_max: Duration::from_secs(4),
         };
         let mut now = DateTime::from_timestamp(1_800_000_000, 0).expect("time");
         let start = Saga::start(now, &timing);
@@ -490,6 +830,8 @@ mod properties {
         let mut in_flight: Vec<Input> = Vec::new();
         let mut inputs = Vec::new();
         let mut to_answer = start.commands;
+        let mut operator_budget = rng.random_range(0..=3u32);
+        let (mut order_approved, mut order_rejected) = (false, false);
 
         for _ in 0..10_000 {
             for command in to_answer.drain(..) {
@@ -506,9 +848,15 @@ mod properties {
                     Command::Compensate(step) => {
                         rng.random_bool(0.7).then_some(Input::Compensated(*step))
                     }
-                    Command::ApproveOrder => rng.random_bool(0.7).then_some(Input::OrderApproved),
+                    Command::ApproveOrder => {
+                        let delivered = rng.random_bool(0.7) && !order_rejected;
+                        order_approved |= delivered;
+                        delivered.then_some(Input::OrderApproved)
+                    }
                     Command::RejectOrder { .. } => {
-                        rng.random_bool(0.7).then_some(Input::OrderRejected)
+                        let delivered = rng.random_bool(0.7) && !order_approved;
+                        order_rejected |= delivered;
+                        delivered.then_some(Input::OrderRejected)
                     }
                 };
                 if let Some(reply) = reply {
@@ -518,10 +866,21 @@ mod properties {
                     in_flight.push(reply);
                 }
             }
-            if saga.phase.is_terminal() && in_flight.is_empty() {
+            let stuck = matches!(saga.phase, Phase::NeedsAttention { .. });
+            let idle = saga.phase.is_terminal() && in_flight.is_empty();
+            if idle && !(stuck && operator_budget > 0) {
                 break;
             }
-            let input = if !in_flight.is_empty() && rng.random_bool(0.8) {
+            let input = if operator_budget > 0 && (idle || rng.random_bool(0.05)) {
+                operator_budget -= 1;
+                if rng.random_bool(0.5) {
+                    Input::OperatorRetry
+                } else {
+                    Input::OperatorAbort {
+                        reason: "cancelled".into(),
+                    }
+                }
+            } else if !in_flight.is_empty() && rng.random_bool(0.8) {
                 in_flight.swap_remove(rng.random_range(0..in_flight.len()))
             } else if let Some(deadline) = saga.deadline {
                 now = deadline;
@@ -535,7 +894,14 @@ mod properties {
             history.push(saga.clone());
             inputs.push(input);
         }
-        (history, inputs, sent)
+        Run {
+            history,
+            inputs,
+            sent,
+            order_approved,
+            order_rejected,
+            timing,
+        }
     }
 
     proptest! {
@@ -543,17 +909,17 @@ mod properties {
 
         #[test]
         fn every_saga_terminates(seed in any::<u64>()) {
-            let (history, _) = simulate(seed);
-            let last = history.last().expect("history");
+            let run = simulate(seed);
+            let last = run.history.last().expect("history");
             prop_assert!(last.phase.is_terminal(), "stuck in {:?}", last.phase);
             prop_assert_eq!(last.deadline, None);
         }
 
         #[test]
-        fn only_completed_or_timed_out_steps_are_compensated_in_reverse(seed in any::<u64>()) {
-            let (history, sent) = simulate(seed);
-            let last = history.last().expect("history");
-            for command in &sent {
+        fn only_completed_timed_out_or_aborted_steps_are_compensated_in_reverse(seed in any::<u64>()) {
+            let run = simulate(seed);
+            let last = run.history.last().expect("history");
+            for command in &run.sent {
                 if let Command::Compensate(step) = command {
                     prop_assert!(last.completed.contains(step), "compensated {step:?} that never ran");
                 }
@@ -567,15 +933,17 @@ mod properties {
         }
 
         #[test]
-        fn a_step_counts_as_completed_only_on_its_own_success_or_its_timeout(seed in any::<u64>()) {
-            let (history, inputs, _) = simulate_with_inputs(seed);
-            for (i, input) in inputs.iter().enumerate() {
-                let (before, after) = (&history[i], &history[i + 1]);
+        fn a_step_counts_as_completed_only_on_its_own_success_its_timeout_or_an_abort(seed in any::<u64>()) {
+            let run = simulate(seed);
+            for (i, input) in run.inputs.iter().enumerate() {
+                let (before, after) = (&run.history[i], &run.history[i + 1]);
                 if after.completed.len() > before.completed.len() {
                     let step = *after.completed.last().expect("grew");
                     prop_assert_eq!(before.phase, Phase::Running(step));
                     prop_assert!(
-                        *input == Input::StepSucceeded(step) || *input == Input::DeadlinePassed,
+                        *input == Input::StepSucceeded(step)
+                            || *input == Input::DeadlinePassed
+                            || matches!(input, Input::OperatorAbort { .. }),
                         "{:?} completed by {:?}", step, input
                     );
                 }
@@ -588,18 +956,48 @@ mod properties {
 
         #[test]
         fn a_saga_is_never_both_approved_and_rejected_and_an_outcome_is_final(seed in any::<u64>()) {
-            let (history, sent) = simulate(seed);
-            let approved = sent.contains(&Command::ApproveOrder);
-            let rejected = sent.iter().any(|c| matches!(c, Command::RejectOrder { .. }));
-            prop_assert!(!(approved && rejected));
-            let first_terminal = history.iter().position(|s| s.phase.is_terminal());
-            if let Some(index) = first_terminal {
+            let run = simulate(seed);
+            let history = &run.history;
+            prop_assert!(!(history.iter().any(|s| s.phase == Phase::Approved)
+                && history.iter().any(|s| s.phase == Phase::Rejected)));
+            let approve_sent = run.sent.contains(&Command::ApproveOrder);
+            let reject_sent = run.sent.iter().any(|c| matches!(c, Command::RejectOrder { .. }));
+            let aborted_approval = run.inputs.iter().enumerate().any(|(i, input)| {
+                history[i].phase == Phase::Approving && matches!(input, Input::OperatorAbort { .. })
+            });
+            prop_assert!(!(approve_sent && reject_sent) || aborted_approval,
+                "asked to approve and to reject without an operator abort");
+            if let Some(index) = history.iter().position(|s| s.phase.is_final()) {
                 prop_assert!(history[index..].iter().all(|s| *s == history[index]));
+            }
+            for (i, input) in run.inputs.iter().enumerate() {
+                if matches!(history[i].phase, Phase::NeedsAttention { .. }) && history[i + 1] != history[i] {
+                    prop_assert_eq!(input, &Input::OperatorRetry, "left needing attention without an operator");
+                }
             }
             let last = history.last().expect("history");
             if last.phase == Phase::Approved {
                 prop_assert!(last.failure.is_none() && last.compensated.is_empty());
                 prop_assert_eq!(&last.completed, &Step::ALL.to_vec());
+                prop_assert!(run.order_approved && !reject_sent);
+            }
+            if last.phase == Phase::Rejected {
+                prop_assert!(run.order_rejected && !run.order_approved);
+            }
+        }
+
+        #[test]
+        fn a_resent_command_waits_twice_as_long_as_before_up_to_the_cap(seed in any::<u64>()) {
+            let run = simulate(seed);
+            for (i, input) in run.inputs.iter().enumerate() {
+                let (before, after) = (&run.history[i], &run.history[i + 1]);
+                if *input == Input::DeadlinePassed && after.attempts == before.attempts + 1 {
+                    prop_assert!(!matches!(before.phase, Phase::Running(_)), "a forward step was resent");
+                    let at = before.deadline.expect("was due");
+                    let wait = (after.deadline.expect("due again") - at).to_std().expect("positive");
+                    prop_assert_eq!(wait, run.timing.backoff(after.attempts));
+                    prop_assert!(wait <= run.timing.retry_backoff_max);
+                }
             }
         }
     }

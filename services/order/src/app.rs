@@ -1,11 +1,14 @@
 //! The application layer: each operation opens a transaction, applies the
 //! domain rules, writes rows and outbox messages, and commits.
 
-use diesel_async::AsyncConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use service_kit::db::PgPool;
 
 use crate::db::{self, DbError};
-use crate::domain::{CustomerId, NewOrder, Order, OrderId, PageCursor};
+use crate::domain::{
+    self, CustomerId, NewOrder, Order, OrderId, PageCursor, RejectionReason, Transition,
+    TransitionRefused, Verdict,
+};
 use crate::events;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +17,11 @@ pub enum AppError {
     NotFound(OrderId),
     #[error("idempotency key already used for a different order")]
     IdempotencyKeyReused,
+    #[error("order {id}: {refused}")]
+    TransitionRefused {
+        id: OrderId,
+        refused: TransitionRefused,
+    },
     #[error("database unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error(transparent)]
@@ -39,11 +47,13 @@ pub struct Placed {
 #[derive(Clone)]
 pub struct Orders {
     pool: PgPool,
+    /// The (prefixed) topic of the order events.
+    events_topic: String,
 }
 
 impl Orders {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, events_topic: String) -> Self {
+        Self { pool, events_topic }
     }
 
     async fn connection(
@@ -71,7 +81,8 @@ impl Orders {
                     db::insert_order(conn, id, &new, trace_id.as_deref()).await?
                 {
                     let order = new.clone().into_order(id, created_at, trace_id.clone());
-                    outbox::enqueue(conn, &[events::order_created(&order)]).await?;
+                    outbox::enqueue(conn, &[events::order_created(&self.events_topic, &order)])
+                        .await?;
                     return Ok(Placed {
                         order,
                         replayed: false,
@@ -131,5 +142,78 @@ impl Orders {
             None
         };
         Ok((orders, next))
+    }
+
+    /// Approves the order on the caller's open transaction (the consumer
+    /// runtime's): PENDING becomes APPROVED with a history entry and an
+    /// `OrderApproved` event. An order already approved announces it again
+    /// and changes nothing.
+    #[tracing::instrument(name = "order.approve", skip_all, fields(order_id = %id))]
+    pub async fn approve(
+        &self,
+        conn: &mut AsyncPgConnection,
+        id: OrderId,
+    ) -> Result<Transition, AppError> {
+        self.conclude(conn, id, Verdict::Approve).await
+    }
+
+    /// Rejects the order on the caller's open transaction: PENDING becomes
+    /// REJECTED with the reason, a history entry and an `OrderRejected`
+    /// event. An order already rejected announces it again (with the reason
+    /// first recorded) and changes nothing.
+    #[tracing::instrument(name = "order.reject", skip_all, fields(order_id = %id, reason = reason.as_str()))]
+    pub async fn reject(
+        &self,
+        conn: &mut AsyncPgConnection,
+        id: OrderId,
+        reason: RejectionReason,
+    ) -> Result<Transition, AppError> {
+        self.conclude(conn, id, Verdict::Reject(reason)).await
+    }
+
+    async fn conclude(
+        &self,
+        conn: &mut AsyncPgConnection,
+        id: OrderId,
+        verdict: Verdict,
+    ) -> Result<Transition, AppError> {
+        let order = db::lock_status(conn, id)
+            .await?
+            .ok_or(AppError::NotFound(id))?;
+        let transition = domain::transition(order.status, &verdict)
+            .map_err(|refused| AppError::TransitionRefused { id, refused })?;
+        let reason = match (&verdict, transition) {
+            (Verdict::Approve, _) => None,
+            (Verdict::Reject(reason), Transition::Apply) => Some(reason.as_str().to_owned()),
+            // Announce the reason recorded the first time.
+            (Verdict::Reject(reason), Transition::AlreadyDone) => Some(
+                order
+                    .rejection_reason
+                    .clone()
+                    .unwrap_or_else(|| reason.as_str().to_owned()),
+            ),
+        };
+        if transition == Transition::Apply {
+            db::record_status(conn, id, verdict.target(), reason.as_deref()).await?;
+        }
+        let event = match &verdict {
+            Verdict::Approve => events::order_approved(&self.events_topic, id, &order.customer_id),
+            Verdict::Reject(_) => events::order_rejected(
+                &self.events_topic,
+                id,
+                &order.customer_id,
+                reason.as_deref().unwrap_or_default(),
+            ),
+        };
+        outbox::enqueue(conn, &[event]).await?;
+        match transition {
+            Transition::Apply => {
+                tracing::info!(order_id = %id, status = verdict.target().as_str(), "order concluded");
+            }
+            Transition::AlreadyDone => {
+                tracing::info!(order_id = %id, status = verdict.target().as_str(), "order already concluded, outcome announced again");
+            }
+        }
+        Ok(transition)
     }
 }

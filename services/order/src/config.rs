@@ -2,9 +2,10 @@
 
 use std::net::SocketAddr;
 
-use service_kit::config::{DatabaseArgs, ShutdownArgs, TelemetryArgs};
+use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
 
-/// The order service: places orders and announces them through its outbox.
+/// The order service: places orders, announces them through its outbox, and
+/// records the saga's verdicts (approve, reject) consumed from Kafka.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "order-service", version)]
 pub struct Config {
@@ -13,6 +14,8 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
     #[command(flatten)]

@@ -127,6 +127,73 @@ pub async fn insert_order(
     Ok(Some(created_at))
 }
 
+/// What deciding an order's outcome needs, read under a row lock.
+#[derive(Debug, Clone)]
+pub struct LockedOrder {
+    pub customer_id: CustomerId,
+    pub status: OrderStatus,
+    pub rejection_reason: Option<String>,
+}
+
+/// Reads the order's status and locks its row (`FOR UPDATE`) until the
+/// transaction ends; `None` when there is no such order.
+pub async fn lock_status(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+) -> Result<Option<LockedOrder>, DbError> {
+    let row: Option<(String, String, Option<String>)> = orders::table
+        .find(id.0)
+        .select((
+            orders::customer_id,
+            orders::status,
+            orders::rejection_reason,
+        ))
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    let Some((customer_id, status, rejection_reason)) = row else {
+        return Ok(None);
+    };
+    let corrupt = |what: String| CorruptRow {
+        order_id: id.0,
+        what,
+    };
+    Ok(Some(LockedOrder {
+        customer_id: CustomerId::parse(&customer_id).map_err(corrupt)?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("unknown status {status:?}")))?,
+        rejection_reason,
+    }))
+}
+
+/// Sets the order's status (and rejection reason) and appends the change to
+/// its history.
+pub async fn record_status(
+    conn: &mut AsyncPgConnection,
+    id: OrderId,
+    status: OrderStatus,
+    reason: Option<&str>,
+) -> Result<(), DbError> {
+    diesel::update(orders::table.find(id.0))
+        .set((
+            orders::status.eq(status.as_str()),
+            orders::rejection_reason.eq(reason),
+            orders::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    diesel::insert_into(order_status_history::table)
+        .values((
+            order_status_history::order_id.eq(id.0),
+            order_status_history::status.eq(status.as_str()),
+            order_status_history::reason.eq(reason),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn find_by_idempotency_key(
     conn: &mut AsyncPgConnection,
     customer_id: &CustomerId,

@@ -261,6 +261,78 @@ impl OrderStatus {
     }
 }
 
+/// Longest rejection reason kept on an order.
+pub const MAX_REASON_LEN: usize = 500;
+
+/// Why the saga rejected an order, e.g. `"reserve_stock: OUT_OF_STOCK"`:
+/// non-empty, bounded, without control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectionReason(String);
+
+impl RejectionReason {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.trim().is_empty() {
+            return Err("rejection reason must not be empty".to_owned());
+        }
+        parse_text(raw, 1, MAX_REASON_LEN)
+            .map(Self)
+            .map_err(|problem| format!("rejection reason {problem}"))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The saga's verdict on a pending order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Approve,
+    Reject(RejectionReason),
+}
+
+impl Verdict {
+    /// The status an order has once the verdict took effect.
+    pub fn target(&self) -> OrderStatus {
+        match self {
+            Self::Approve => OrderStatus::Approved,
+            Self::Reject(_) => OrderStatus::Rejected,
+        }
+    }
+}
+
+/// What applying a verdict to an order's current status means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The order moves to the verdict's status: record it.
+    Apply,
+    /// The order already has the verdict's status (a re-sent command):
+    /// nothing changes, the outcome is announced again.
+    AlreadyDone,
+}
+
+/// A verdict that contradicts the order's final status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("order is {} and cannot become {}", .from.as_str(), .to.as_str())]
+pub struct TransitionRefused {
+    pub from: OrderStatus,
+    pub to: OrderStatus,
+}
+
+/// The order status rules: PENDING ends APPROVED or REJECTED, once; a final
+/// status never changes, and reaching it again is a no-op.
+pub fn transition(
+    current: OrderStatus,
+    verdict: &Verdict,
+) -> Result<Transition, TransitionRefused> {
+    let target = verdict.target();
+    match current {
+        OrderStatus::Pending => Ok(Transition::Apply),
+        status if status == target => Ok(Transition::AlreadyDone),
+        from => Err(TransitionRefused { from, to: target }),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusChange {
     pub status: OrderStatus,
@@ -366,6 +438,62 @@ mod tests {
         assert!(parse_country_code("GB").is_ok());
         assert!(parse_country_code("gb").is_err());
         assert!(parse_country_code("GBR").is_err());
+    }
+
+    fn reject(reason: &str) -> Verdict {
+        Verdict::Reject(RejectionReason::parse(reason).expect("valid reason"))
+    }
+
+    #[test]
+    fn a_pending_order_can_be_approved_or_rejected() {
+        assert_eq!(
+            transition(OrderStatus::Pending, &Verdict::Approve),
+            Ok(Transition::Apply)
+        );
+        assert_eq!(
+            transition(OrderStatus::Pending, &reject("reserve_stock: OUT_OF_STOCK")),
+            Ok(Transition::Apply)
+        );
+    }
+
+    #[test]
+    fn reaching_the_same_final_status_again_changes_nothing() {
+        assert_eq!(
+            transition(OrderStatus::Approved, &Verdict::Approve),
+            Ok(Transition::AlreadyDone)
+        );
+        assert_eq!(
+            transition(OrderStatus::Rejected, &reject("other reason")),
+            Ok(Transition::AlreadyDone)
+        );
+    }
+
+    #[test]
+    fn a_final_status_never_turns_into_the_other() {
+        assert_eq!(
+            transition(OrderStatus::Rejected, &Verdict::Approve),
+            Err(TransitionRefused {
+                from: OrderStatus::Rejected,
+                to: OrderStatus::Approved
+            })
+        );
+        let refused = transition(OrderStatus::Approved, &reject("late")).expect_err("refused");
+        assert_eq!(
+            refused.to_string(),
+            "order is APPROVED and cannot become REJECTED"
+        );
+    }
+
+    #[test]
+    fn a_rejection_reason_must_be_present_and_printable() {
+        assert!(RejectionReason::parse("").is_err());
+        assert!(RejectionReason::parse("   ").is_err());
+        assert!(RejectionReason::parse("bad\nline").is_err());
+        assert!(RejectionReason::parse(&"r".repeat(MAX_REASON_LEN + 1)).is_err());
+        assert_eq!(
+            RejectionReason::parse("create_shipment: TIMEOUT").map(|r| r.as_str().to_owned()),
+            Ok("create_shipment: TIMEOUT".to_owned())
+        );
     }
 
     #[test]

@@ -3,9 +3,10 @@
 use outbox::OutgoingMessage;
 use proto::messages::v1 as msg;
 
-use crate::domain::Order;
+use crate::domain::{CustomerId, Order, OrderId};
 
-pub fn order_created(order: &Order) -> OutgoingMessage {
+/// `OrderCreated` for `topic` (the prefixed order events topic).
+pub fn order_created(topic: &str, order: &Order) -> OutgoingMessage {
     let address = &order.shipping_address;
     let event = msg::OrderCreated {
         order_id: order.id.to_string(),
@@ -28,7 +29,31 @@ pub fn order_created(order: &Order) -> OutgoingMessage {
         }),
         created_at: Some(timestamp(order.created_at)),
     };
-    OutgoingMessage::new(proto::topics::ORDER_EVENTS, order.id.to_string(), &event)
+    OutgoingMessage::new(topic, order.id.to_string(), &event)
+}
+
+/// `OrderApproved` for `topic`.
+pub fn order_approved(topic: &str, id: OrderId, customer_id: &CustomerId) -> OutgoingMessage {
+    let event = msg::OrderApproved {
+        order_id: id.to_string(),
+        customer_id: customer_id.as_str().to_owned(),
+    };
+    OutgoingMessage::new(topic, id.to_string(), &event)
+}
+
+/// `OrderRejected` for `topic`.
+pub fn order_rejected(
+    topic: &str,
+    id: OrderId,
+    customer_id: &CustomerId,
+    reason: &str,
+) -> OutgoingMessage {
+    let event = msg::OrderRejected {
+        order_id: id.to_string(),
+        customer_id: customer_id.as_str().to_owned(),
+        reason: reason.to_owned(),
+    };
+    OutgoingMessage::new(topic, id.to_string(), &event)
 }
 
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {

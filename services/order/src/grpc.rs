@@ -102,6 +102,9 @@ fn app_status(error: AppError) -> Status {
         AppError::IdempotencyKeyReused => ErrorKind::FailedPrecondition(
             "idempotency key already used for a different order".to_owned(),
         ),
+        AppError::TransitionRefused { id, refused } => {
+            ErrorKind::FailedPrecondition(format!("order {id}: {refused}"))
+        }
         AppError::Unavailable(cause) => ErrorKind::Unavailable(cause),
         other @ (AppError::Db(_) | AppError::Outbox(_)) => ErrorKind::Internal(other.into()),
     };

@@ -1,0 +1,387 @@
+//! Rows and queries of the inventory database.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use uuid::Uuid;
+
+use crate::domain::{
+    Currency, FailureReason, LockedProduct, Money, NewProduct, OrderId, PageCursor, Product,
+    ProductId, Quantity, Refusal, Reservation, ReservationStatus, ReservedLine, Stock,
+};
+use crate::schema::{products, reservation_lines, reservations};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = products, check_for_backend(diesel::pg::Pg))]
+struct ProductRow {
+    id: String,
+    name: String,
+    description: String,
+    unit_price_minor: i64,
+    currency: String,
+    stock: i32,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = reservations, check_for_backend(diesel::pg::Pg))]
+struct ReservationRow {
+    order_id: Uuid,
+    status: String,
+    failure_reason: Option<String>,
+    failed_product_id: Option<String>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = reservation_lines, check_for_backend(diesel::pg::Pg))]
+struct LineRow {
+    product_id: String,
+    quantity: i32,
+    unit_price_minor: i64,
+    currency: String,
+}
+
+/// Stored data that breaks the domain's rules: a bug or a bad manual edit.
+#[derive(Debug, thiserror::Error)]
+#[error("stored {what_row} {key} is corrupt: {what}")]
+pub struct CorruptRow {
+    pub what_row: &'static str,
+    pub key: String,
+    pub what: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRow),
+}
+
+/// Inserts the product; `None`, writing nothing, when the id is taken.
+pub async fn insert_product(
+    conn: &mut AsyncPgConnection,
+    product: &NewProduct,
+) -> Result<Option<Product>, DbError> {
+    let row = diesel::insert_into(products::table)
+        .values((
+            products::id.eq(product.id.as_str()),
+            products::name.eq(&product.name),
+            products::description.eq(&product.description),
+            products::unit_price_minor.eq(product.unit_price.minor_units()),
+            products::currency.eq(product.unit_price.currency().as_str()),
+            products::stock.eq(product.stock.get()),
+        ))
+        .on_conflict(products::id)
+        .do_nothing()
+        .returning(ProductRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    row.map(product_to_domain).transpose()
+}
+
+pub async fn find_product(
+    conn: &mut AsyncPgConnection,
+    id: &ProductId,
+) -> Result<Option<Product>, DbError> {
+    let row = products::table
+        .find(id.as_str())
+        .select(ProductRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(product_to_domain).transpose()
+}
+
+/// The product, locked until the transaction ends.
+pub async fn lock_product(
+    conn: &mut AsyncPgConnection,
+    id: &ProductId,
+) -> Result<Option<Product>, DbError> {
+    let row = products::table
+        .find(id.as_str())
+        .select(ProductRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(product_to_domain).transpose()
+}
+
+/// Sets the stock of a product and returns it as stored.
+pub async fn set_stock(
+    conn: &mut AsyncPgConnection,
+    id: &ProductId,
+    stock: Stock,
+) -> Result<Product, DbError> {
+    let row = diesel::update(products::table.find(id.as_str()))
+        .set((
+            products::stock.eq(stock.get()),
+            products::updated_at.eq(diesel::dsl::now),
+        ))
+        .returning(ProductRow::as_returning())
+        .get_result(conn)
+        .await?;
+    product_to_domain(row)
+}
+
+/// Up to `limit` products with ids after the cursor, by id.
+pub async fn list_products(
+    conn: &mut AsyncPgConnection,
+    after: Option<&PageCursor>,
+    limit: i64,
+) -> Result<Vec<Product>, DbError> {
+    let mut query = products::table
+        .select(ProductRow::as_select())
+        .order(products::id.asc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(cursor) = after {
+        query = query.filter(products::id.gt(cursor.after.as_str().to_owned()));
+    }
+    query
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(product_to_domain)
+        .collect()
+}
+
+/// Locks those of `ids` that exist, in id order (`SELECT ... FOR UPDATE
+/// ORDER BY id`): the one order in which every transaction locks products.
+pub async fn lock_products(
+    conn: &mut AsyncPgConnection,
+    ids: &[ProductId],
+) -> Result<Vec<LockedProduct>, DbError> {
+    let ids: Vec<&str> = ids.iter().map(ProductId::as_str).collect();
+    products::table
+        .filter(products::id.eq_any(&ids))
+        .order(products::id.asc())
+        .select(ProductRow::as_select())
+        .for_update()
+        .load(conn)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let product = product_to_domain(row)?;
+            Ok(LockedProduct {
+                id: product.id,
+                unit_price: product.unit_price,
+                stock: product.stock,
+            })
+        })
+        .collect()
+}
+
+/// Adds `change` (negative to take) to the stock of each product, in id
+/// order. The stock CHECK refuses a result below zero.
+pub async fn change_stock(
+    conn: &mut AsyncPgConnection,
+    changes: &[(ProductId, i32)],
+) -> Result<(), DbError> {
+    let mut changes: Vec<&(ProductId, i32)> = changes.iter().collect();
+    changes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (id, change) in changes {
+        diesel::update(products::table.find(id.as_str()))
+            .set((
+                products::stock.eq(products::stock + *change),
+                products::updated_at.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The order's reservation, locked until the transaction ends.
+pub async fn lock_reservation(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+) -> Result<Option<Reservation>, DbError> {
+    let row = reservations::table
+        .find(order_id.0)
+        .select(ReservationRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    assemble(conn, row).await
+}
+
+pub async fn find_reservation(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+) -> Result<Option<Reservation>, DbError> {
+    let row = reservations::table
+        .find(order_id.0)
+        .select(ReservationRow::as_select())
+        .first(conn)
+        .await
+        .optional()?;
+    assemble(conn, row).await
+}
+
+/// Records a RESERVED reservation with its lines in the given order.
+pub async fn insert_reserved(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+    lines: &[ReservedLine],
+) -> Result<(), DbError> {
+    diesel::insert_into(reservations::table)
+        .values((
+            reservations::order_id.eq(order_id.0),
+            reservations::status.eq(ReservationStatus::Reserved.as_str()),
+        ))
+        .execute(conn)
+        .await?;
+    let rows: Vec<_> = lines
+        .iter()
+        .zip(0..)
+        .map(|(line, line_no)| {
+            (
+                reservation_lines::order_id.eq(order_id.0),
+                reservation_lines::line_no.eq(line_no),
+                reservation_lines::product_id.eq(line.product_id.as_str()),
+                reservation_lines::quantity.eq(line.quantity.get()),
+                reservation_lines::unit_price_minor.eq(line.unit_price.minor_units()),
+                reservation_lines::currency.eq(line.unit_price.currency().as_str()),
+            )
+        })
+        .collect();
+    diesel::insert_into(reservation_lines::table)
+        .values(&rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a refused reservation, so a re-sent command gets the same answer.
+pub async fn insert_failed(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+    refusal: &Refusal,
+) -> Result<(), DbError> {
+    diesel::insert_into(reservations::table)
+        .values((
+            reservations::order_id.eq(order_id.0),
+            reservations::status.eq(ReservationStatus::Failed.as_str()),
+            reservations::failure_reason.eq(refusal.reason.as_str()),
+            reservations::failed_product_id.eq(refusal.product_id.as_ref().map(ProductId::as_str)),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Records that a release came before any reservation.
+pub async fn insert_tombstone(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+) -> Result<(), DbError> {
+    diesel::insert_into(reservations::table)
+        .values((
+            reservations::order_id.eq(order_id.0),
+            reservations::status.eq(ReservationStatus::Tombstone.as_str()),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_status(
+    conn: &mut AsyncPgConnection,
+    order_id: OrderId,
+    status: ReservationStatus,
+) -> Result<(), DbError> {
+    diesel::update(reservations::table.find(order_id.0))
+        .set((
+            reservations::status.eq(status.as_str()),
+            reservations::updated_at.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn assemble(
+    conn: &mut AsyncPgConnection,
+    row: Option<ReservationRow>,
+) -> Result<Option<Reservation>, DbError> {
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let lines = reservation_lines::table
+        .filter(reservation_lines::order_id.eq(row.order_id))
+        .order(reservation_lines::line_no)
+        .select(LineRow::as_select())
+        .load(conn)
+        .await?;
+    reservation_to_domain(row, lines).map(Some)
+}
+
+fn product_to_domain(row: ProductRow) -> Result<Product, DbError> {
+    let corrupt = |what: String| CorruptRow {
+        what_row: "product",
+        key: row.id.clone(),
+        what,
+    };
+    Ok(Product {
+        id: ProductId::parse(&row.id).map_err(corrupt)?,
+        name: row.name.clone(),
+        description: row.description.clone(),
+        unit_price: money(row.unit_price_minor, &row.currency).map_err(corrupt)?,
+        stock: Stock::parse(row.stock).map_err(corrupt)?,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    })
+}
+
+fn money(minor_units: i64, currency: &str) -> Result<Money, String> {
+    Money::new(minor_units, Currency::parse(currency)?)
+}
+
+fn reservation_to_domain(row: ReservationRow, lines: Vec<LineRow>) -> Result<Reservation, DbError> {
+    let corrupt = |what: String| CorruptRow {
+        what_row: "reservation",
+        key: row.order_id.to_string(),
+        what,
+    };
+    let status = ReservationStatus::parse(&row.status)
+        .ok_or_else(|| corrupt(format!("unknown status {:?}", row.status)))?;
+    let failure = match &row.failure_reason {
+        None => None,
+        Some(raw) => Some(Refusal {
+            reason: FailureReason::parse(raw)
+                .ok_or_else(|| corrupt(format!("unknown failure reason {raw:?}")))?,
+            product_id: row
+                .failed_product_id
+                .as_deref()
+                .map(ProductId::parse)
+                .transpose()
+                .map_err(corrupt)?,
+        }),
+    };
+    let lines = lines
+        .into_iter()
+        .map(|line| {
+            Ok(ReservedLine {
+                product_id: ProductId::parse(&line.product_id).map_err(corrupt)?,
+                quantity: Quantity::parse(line.quantity).map_err(corrupt)?,
+                unit_price: money(line.unit_price_minor, &line.currency).map_err(corrupt)?,
+            })
+        })
+        .collect::<Result<_, CorruptRow>>()?;
+    Ok(Reservation {
+        order_id: OrderId(row.order_id),
+        status,
+        lines,
+        failure,
+        updated_at: row.updated_at,
+    })
+}

@@ -10,6 +10,7 @@
 #
 # Environment:
 #   KAFKA_BROKERS                 bootstrap servers (required)
+#   KAFKA_TOPIC_PREFIX            prepended to every topic name, as the services do (default empty)
 #   TOPICS_FILE                   default /etc/ordersaga/topics/topics.txt
 #   TOPIC_REPLICATION_FACTOR      default 1
 #   TOPIC_MIN_INSYNC_REPLICAS     default 1
@@ -22,6 +23,7 @@ topics_file=${TOPICS_FILE:-/etc/ordersaga/topics/topics.txt}
 replication=${TOPIC_REPLICATION_FACTOR:-1}
 min_isr=${TOPIC_MIN_INSYNC_REPLICAS:-1}
 kafka_bin=${KAFKA_BIN:-/opt/kafka/bin}
+prefix=${KAFKA_TOPIC_PREFIX:-}
 wait_seconds=${KAFKA_WAIT_SECONDS:-180}
 
 topics() {
@@ -52,7 +54,7 @@ while IFS= read -r line || [ -n "$line" ]; do
             exit 2
             ;;
     esac
-    printf '%s %s\n' "$1" "$2" >>"$wanted"
+    printf '%s%s %s\n' "$prefix" "$1" "$2" >>"$wanted"
 done <"$topics_file"
 if [ ! -s "$wanted" ]; then
     log "$topics_file lists no topics" >&2

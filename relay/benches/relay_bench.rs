@@ -115,6 +115,7 @@ impl Settings {
             otlp_endpoint: self.otlp_endpoint.clone(),
             service_name: Some("outbox-relay-bench".into()),
             sampling_ratio: 1.0,
+            metrics_listen_addr: None,
         }
     }
 }

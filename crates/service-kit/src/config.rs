@@ -1,6 +1,7 @@
 //! Config pieces flattened into each binary's clap struct. Every field reads
 //! an environment variable; `--help` lists them.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Logging and tracing settings, with the standard `OTEL_*` names.
@@ -25,6 +26,23 @@ pub struct TelemetryArgs {
     /// Fraction of new traces sampled, 0.0 to 1.0; children follow their parent.
     #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0)]
     pub sampling_ratio: f64,
+    /// Address of the Prometheus `/metrics` endpoint, e.g. `127.0.0.1:9100`; empty disables it.
+    // Spelled out so that clap takes the parser's `Option` as the value: an
+    // empty variable means disabled rather than a parse error.
+    #[arg(long, env = "METRICS_LISTEN_ADDR", default_value = "", value_parser = optional_addr)]
+    pub metrics_listen_addr: std::option::Option<SocketAddr>,
+}
+
+/// An empty string is no address; anything else must be `host:port`.
+fn optional_addr(value: &str) -> Result<Option<SocketAddr>, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|error| format!("{value:?} is not an address like 127.0.0.1:9100: {error}"))
 }
 
 impl TelemetryArgs {
@@ -36,6 +54,7 @@ impl TelemetryArgs {
             otlp_endpoint: String::new(),
             service_name: None,
             sampling_ratio: 1.0,
+            metrics_listen_addr: None,
         }
     }
 }
@@ -97,7 +116,30 @@ impl KafkaArgs {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser as _;
+
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        telemetry: TelemetryArgs,
+    }
+
+    #[test]
+    fn an_empty_metrics_address_disables_metrics_and_a_malformed_one_is_refused() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("cli").chain(args.iter().copied()))
+                .map(|cli| cli.telemetry.metrics_listen_addr)
+        };
+        assert_eq!(parse(&["--metrics-listen-addr", ""]).ok(), Some(None));
+        assert_eq!(
+            parse(&["--metrics-listen-addr", "127.0.0.1:9100"]).ok(),
+            Some(Some(SocketAddr::from(([127, 0, 0, 1], 9100))))
+        );
+        assert!(parse(&["--metrics-listen-addr", "nine"]).is_err());
+        assert_eq!(TelemetryArgs::quiet().metrics_listen_addr, None);
+    }
 
     #[test]
     fn the_topic_prefix_namespaces_topics_and_groups() {

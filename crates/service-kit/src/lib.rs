@@ -1,12 +1,13 @@
 //! The service kit: what every binary of the system shares and nothing more.
-//! Command-line/env config pieces, telemetry set-up (tracing + OpenTelemetry),
-//! graceful shutdown, gRPC serving with health, reflection and a server-span
-//! layer, the database pool and migrations, and the one mapping from error
-//! kinds to `tonic::Status`.
+//! Command-line/env config pieces, telemetry set-up (tracing + OpenTelemetry,
+//! Prometheus metrics), graceful shutdown, gRPC serving with health,
+//! reflection and a server-span layer, the database pool and migrations, and
+//! the one mapping from error kinds to `tonic::Status`.
 
 pub mod config;
 pub mod db;
 pub mod grpc;
+pub mod metrics;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;

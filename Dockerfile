@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# One image carrying every binary of the workspace (order-service, outbox-relay, and the
-# services that follow them). Each container picks its binary with its command, e.g.
+# One image carrying every binary of the workspace (order-service, inventory-service,
+# payment-service, shipment-service, notification-service, orchestrator, outbox-relay, and
+# the dead-letters operator tool). Each container picks its binary with its command, e.g.
 #   docker run ordersaga order-service
 #
 # Stages:
@@ -17,12 +18,13 @@ ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS chef
 ARG CARGO_CHEF_VERSION=0.1.78
-# rdkafka builds librdkafka from source: C/C++ compiler, make, pkg-config, zlib.
-# cmake is only needed if the workspace enables rdkafka's `cmake-build` feature.
+# rdkafka builds librdkafka from source with its own configure script (the workspace does
+# not enable rdkafka's `cmake-build` feature, so no cmake): C/C++ compiler, make,
+# pkg-config, zlib.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        build-essential cmake pkg-config zlib1g-dev \
+        build-essential pkg-config zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version "${CARGO_CHEF_VERSION}"
 WORKDIR /src

@@ -147,6 +147,20 @@ expect_failure "Service selector matching no pod" "kubernetes rules" \
     app.kubernetes.io/name: orders"
 expect_failure "no default-deny NetworkPolicy" "kubernetes rules" \
     replace deploy/base/kustomization.yaml "- network-policies.yaml" ""
+expect_failure "pod annotation pointing Prometheus at the wrong port" "kubernetes rules" \
+    replace deploy/base/orchestrator/deployment.yaml 'prometheus.io/port: "9090"' 'prometheus.io/port: "9091"'
+expect_failure "METRICS_LISTEN_ADDR not on the metrics port" "kubernetes rules" \
+    replace deploy/base/kustomization.yaml "METRICS_LISTEN_ADDR=0.0.0.0:9090" "METRICS_LISTEN_ADDR=0.0.0.0:9100"
+expect_failure "no policy admitting metrics scrapes" "kubernetes rules" \
+    replace deploy/base/network-policies.yaml "port: 9090" "port: 9091"
+expect_failure "egress to Kafka not allowed" "kubernetes rules: overlay production" \
+    replace deploy/base/network-egress.yaml "port: 9092" "port: 9093"
+expect_failure "egress to DNS not allowed" "kubernetes rules" \
+    replace deploy/base/network-egress.yaml "protocol: UDP" "protocol: SCTP"
+expect_failure "dev PostgreSQL not admitting the services" "kubernetes rules: overlay dev" \
+    replace deploy/overlays/dev/network-policies.yaml "values: [grpc-service, relay]" "values: [relay]"
+expect_failure "dev egress narrowed to the wrong pods" "kubernetes rules: overlay dev" \
+    replace deploy/overlays/dev/kustomization.yaml "app.kubernetes.io/name: jaeger" "app.kubernetes.io/name: otel-collector"
 expect_failure "topics ConfigMap not from config/topics.txt" "topics ConfigMap" \
     replace config/kustomization.yaml "- topics.txt" "- topics.txt=kustomization.yaml"
 
@@ -183,12 +197,22 @@ expect_failure "binary reads a new variable" "config drift" \
     replace scripts/testdata/check-deploy/help/order-service.txt "  -h, --help" "      --request-timeout <SECS>
           Per-request deadline [env: REQUEST_TIMEOUT_SECONDS=] [default: 5]
   -h, --help"
+expect_failure "binary without a compose service" "config drift: docker-compose.yml" \
+    compose_edit 'del c["services"]["notification-service"]; del c["services"]["outbox-relay"]["depends_on"]["notification-service"]'
+expect_failure "binary without a Kubernetes workload" "config drift: overlay dev" \
+    replace deploy/base/kustomization.yaml "  - shipment-service
+" ""
+expect_failure "setting of a new service missing in the manifests" "config drift: overlay production" \
+    replace deploy/base/orchestrator/kustomization.yaml "      - SAGA_DEADLINE_SCAN_BATCH=100
+" ""
 expect_failure "container running the wrong binary" "config drift: overlay dev" \
     replace deploy/base/outbox-relay/deployment.yaml 'command: ["outbox-relay"]' 'command: ["order-service"]'
 
 # Cross-file consistency
 expect_failure "relay not reading a service database" "databases" \
     compose_edit 'c["services"]["outbox-relay"]["environment"]["RELAY_DATABASE_URLS"] = "postgres://ordersaga:ordersaga@postgres:5432/inventory_db"'
+expect_failure "relay not reading a service database (dev Secret)" "databases" \
+    replace deploy/overlays/dev/kustomization.yaml ",postgres://ordersaga:ordersaga-dev@postgres:5432/orchestrator_db" ""
 expect_failure "database not created by the init script" "databases" \
     replace deploy/compose/postgres-init.sql "CREATE DATABASE order_db;" ""
 expect_failure "third-party image pinned to two tags" "images" \

@@ -4,7 +4,8 @@
 Subcommands (each prints what is wrong and exits 1 if anything is):
   compose-schema  docker-compose.yml against the Compose Specification JSON schema
   compose-rules   docker-compose.yml rules the schema cannot express
-  k8s-rules       a rendered overlay: hardening, probes, resources, references
+  k8s-rules       a rendered overlay: hardening, probes, resources, references, metrics
+                  scraping, and NetworkPolicies that admit each workload's flows
   drift           env vars each binary reads (from its --help) vs. what compose and the
                   rendered overlays set for it
   databases       every service database is created by the init script and relayed
@@ -310,7 +311,243 @@ def cmd_k8s_rules(args: argparse.Namespace) -> int:
         for p in policies
     ):
         problems.add("no default-deny ingress NetworkPolicy")
+    check_metrics(docs, workloads, args.app_image, problems)
+    check_flows(docs, workloads, problems)
     return problems.finish()
+
+
+# ---------------------------------------------------------------- metrics and network flows
+
+# Variables whose values name a destination the pod must be able to reach: NAME -> default port.
+DESTINATION_VARS = {
+    "DATABASE_URL": 5432,
+    "RELAY_DATABASE_URLS": 5432,
+    "KAFKA_BROKERS": 9092,
+    "OTEL_EXPORTER_OTLP_ENDPOINT": 4317,
+    "NOTIFICATION_WEBHOOK_URL": 443,
+}
+DNS_PORT = 53
+
+
+def resolved_env(docs: list[dict], container: dict) -> dict[str, str | None]:
+    """The container's environment as far as the render tells: None where a value is not
+    in the render (an external Secret)."""
+    configmaps = index(docs, "ConfigMap")
+    secrets = index(docs, "Secret")
+
+    def secret_values(secret: dict) -> dict[str, str]:
+        import base64
+
+        out = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        out.update(secret.get("stringData") or {})
+        return out
+
+    env: dict[str, str | None] = {}
+    for src in container.get("envFrom") or []:
+        prefix = src.get("prefix", "")
+        if "configMapRef" in src and src["configMapRef"].get("name") in configmaps:
+            for k, v in (configmaps[src["configMapRef"]["name"]].get("data") or {}).items():
+                env[prefix + k] = v
+        if "secretRef" in src and src["secretRef"].get("name") in secrets:
+            for k, v in secret_values(secrets[src["secretRef"]["name"]]).items():
+                env[prefix + k] = v
+    for e in container.get("env") or []:
+        vf = e.get("valueFrom") or {}
+        if "value" in e:
+            env[e["name"]] = str(e["value"])
+        elif "configMapKeyRef" in vf:
+            r = vf["configMapKeyRef"]
+            env[e["name"]] = ((configmaps.get(r.get("name")) or {}).get("data") or {}).get(r.get("key"))
+        elif "secretKeyRef" in vf:
+            r = vf["secretKeyRef"]
+            env[e["name"]] = secret_values(secrets[r["name"]]).get(r.get("key")) if r.get("name") in secrets else None
+        else:
+            env[e["name"]] = None
+    return env
+
+
+def destinations(var: str, value: str) -> list[tuple[str, int]]:
+    """(host, port) pairs a variable's value points at."""
+    out = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if "://" not in item:
+            item = "tcp://" + item
+        u = urlparse(item)
+        if not u.hostname:
+            continue
+        default = 80 if u.scheme == "http" and var == "NOTIFICATION_WEBHOOK_URL" else DESTINATION_VARS[var]
+        out.append((u.hostname, u.port or default))
+    return out
+
+
+def selector_matches(selector: dict | None, labels: dict) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against labels; {} matches all."""
+    selector = selector or {}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def policies_for(docs: list[dict], labels: dict, direction: str) -> list[dict]:
+    out = []
+    for p in index(docs, "NetworkPolicy").values():
+        spec = p.get("spec") or {}
+        types = spec.get("policyTypes") or (["Ingress", "Egress"] if spec.get("egress") else ["Ingress"])
+        if direction in types and selector_matches(spec.get("podSelector"), labels):
+            out.append(p)
+    return out
+
+
+def port_allowed(rule: dict, port: int, protocol: str, named: dict[str, int]) -> bool:
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    for p in ports:
+        if p.get("protocol", "TCP") != protocol:
+            continue
+        want = p.get("port")
+        if want is None:
+            return True
+        want = named.get(want, want) if isinstance(want, str) else want
+        if want == port or (p.get("endPort") and want <= port <= p["endPort"]):
+            return True
+    return False
+
+
+def peer_matches(peers: list[dict] | None, labels: dict | None) -> bool:
+    """Whether a from/to list admits a pod of this namespace with `labels` (None: a
+    destination outside the render, which only ipBlock or namespace peers can describe, so
+    any peer list is taken to admit it)."""
+    if not peers:
+        return True
+    if labels is None:
+        return True
+    for peer in peers:
+        if "ipBlock" in peer:
+            continue
+        ns = peer.get("namespaceSelector")
+        if ns is not None and ns != {}:
+            continue  # another namespace, as far as this render can tell
+        if selector_matches(peer.get("podSelector"), labels):
+            return True
+    return False
+
+
+def container_ports(spec: dict) -> dict[str, int]:
+    out = {}
+    for c in spec.get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name"):
+                out[p["name"]] = p.get("containerPort")
+    return out
+
+
+def check_metrics(docs: list[dict], workloads: list[dict], app_image: str, problems: Problems) -> None:
+    """Every application container serves /metrics on a port named `metrics`, which its pod
+    annotations point Prometheus at, and which METRICS_LISTEN_ADDR binds."""
+    for obj in workloads:
+        spec = pod_spec(obj) or {}
+        annotations = pod_template_meta(obj).get("annotations") or {}
+        for c in spec.get("containers") or []:
+            if (c.get("image") or "").split(":")[0].rsplit("/", 1)[-1] != app_image:
+                continue
+            where = f"{ref(obj)} container {c.get('name')}"
+            ports = {p.get("name"): p.get("containerPort") for p in c.get("ports") or []}
+            if "metrics" not in ports:
+                problems.add(f"{where}: no container port named metrics")
+                continue
+            if annotations.get("prometheus.io/scrape") != "true":
+                problems.add(f"{where}: pod annotation prometheus.io/scrape is not \"true\"")
+            if annotations.get("prometheus.io/port") != str(ports["metrics"]):
+                problems.add(
+                    f"{where}: pod annotation prometheus.io/port {annotations.get('prometheus.io/port')!r} "
+                    f"is not the metrics port {ports['metrics']}"
+                )
+            addr = resolved_env(docs, c).get("METRICS_LISTEN_ADDR")
+            if addr is not None:
+                bound = addr.rsplit(":", 1)[-1] if addr else ""
+                if bound != str(ports["metrics"]):
+                    problems.add(f"{where}: METRICS_LISTEN_ADDR {addr!r} does not bind the metrics port {ports['metrics']}")
+
+
+def check_flows(docs: list[dict], workloads: list[dict], problems: Problems) -> None:
+    """The NetworkPolicies let every workload reach what its environment points at (its
+    database, Kafka, the trace collector, a webhook, and DNS for the names) and let
+    Prometheus reach the metrics ports. A destination that is a Service of the render is
+    checked on both ends: the client's egress and the server pods' ingress."""
+    services = index(docs, "Service")
+    pods = [((pod_template_meta(w).get("labels") or {}), pod_spec(w) or {}, w) for w in workloads]
+
+    def egress_ok(labels: dict, port: int, protocol: str, dest_labels: dict | None) -> bool:
+        isolating = policies_for(docs, labels, "Egress")
+        if not isolating:
+            return True
+        return any(
+            port_allowed(rule, port, protocol, {}) and peer_matches(rule.get("to"), dest_labels)
+            for p in isolating
+            for rule in (p.get("spec") or {}).get("egress") or []
+        )
+
+    def ingress_ok(labels: dict, named: dict[str, int], port: int, src_labels: dict | None) -> bool:
+        isolating = policies_for(docs, labels, "Ingress")
+        if not isolating:
+            return True
+        return any(
+            port_allowed(rule, port, "TCP", named) and peer_matches(rule.get("from"), src_labels)
+            for p in isolating
+            for rule in (p.get("spec") or {}).get("ingress") or []
+        )
+
+    for labels, spec, obj in pods:
+        needs_dns = False
+        for c in containers_of(spec):
+            env = resolved_env(docs, c[1])
+            for var in DESTINATION_VARS:
+                value = env.get(var)
+                if value is None and var in env and var in ("DATABASE_URL", "RELAY_DATABASE_URLS"):
+                    value = "external:5432"  # an external Secret: PostgreSQL on its usual port
+                for host, port in destinations(var, value or ""):
+                    where = f"{ref(obj)} container {c[1].get('name')}: {var} {host}:{port}"
+                    if host not in ("localhost", "127.0.0.1"):
+                        needs_dns = needs_dns or not host.replace(".", "").isdigit()
+                    svc = services.get(host.split(".", 1)[0]) if "." not in host or ".svc" in host else None
+                    targets = []
+                    if svc is not None:
+                        for sp in (svc.get("spec") or {}).get("ports") or []:
+                            if sp.get("port") == port:
+                                sel = (svc.get("spec") or {}).get("selector") or {}
+                                for tl, tspec, tobj in pods:
+                                    if sel and all(tl.get(k) == v for k, v in sel.items()):
+                                        tp = sp.get("targetPort", port)
+                                        named = container_ports(tspec)
+                                        targets.append((tl, named, named.get(tp, tp) if isinstance(tp, str) else tp, tobj))
+                    if targets:
+                        for tl, named, tport, tobj in targets:
+                            if not egress_ok(labels, tport, "TCP", tl):
+                                problems.add(f"{where}: egress to {ref(tobj)} port {tport} is not allowed")
+                            if not ingress_ok(tl, named, tport, labels):
+                                problems.add(f"{where}: {ref(tobj)} does not admit it on port {tport}")
+                    elif not egress_ok(labels, port, "TCP", None):
+                        problems.add(f"{where}: egress on port {port} is not allowed")
+        if needs_dns and not egress_ok(labels, DNS_PORT, "UDP", None):
+            problems.add(f"{ref(obj)}: egress to DNS (UDP {DNS_PORT}) is not allowed, but it resolves names")
+        named = container_ports(spec)
+        if "metrics" in named and not ingress_ok(labels, named, named["metrics"], None):
+            problems.add(f"{ref(obj)}: no NetworkPolicy admits scrapes of its metrics port {named['metrics']}")
 
 
 # ---------------------------------------------------------------- drift

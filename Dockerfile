@@ -2,7 +2,8 @@
 #
 # One image carrying every binary of the workspace (order-service, inventory-service,
 # payment-service, shipment-service, notification-service, orchestrator, outbox-relay, and
-# the dead-letters operator tool). Each container picks its binary with its command, e.g.
+# the tools run by hand: dead-letters, loadgen). Each container picks its binary with its
+# command, e.g.
 #   docker run ordersaga order-service
 #
 # Stages:

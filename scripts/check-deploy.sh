@@ -15,6 +15,8 @@
 #   CHECK_DEPLOY_HELP_DIR     use these BINARY.txt help texts instead of the binaries
 #                             (the self-test does; see scripts/check-deploy-selftest.sh)
 #   CHECK_DEPLOY_IGNORE_BINARIES  space-separated workspace binaries that are not deployed
+#                             (besides the packages under tools/ and the operator-tools
+#                             that a package lists in [package.metadata.ordersaga])
 #   CHECK_DEPLOY_K8S_VERSION  Kubernetes version to validate against (default 1.32.0)
 #
 # Ends with `check-deploy: N passed, M failed`; exits non-zero if any check failed.
@@ -116,8 +118,12 @@ collect_help() {
     bins=$(cargo metadata --no-deps --format-version 1 | "$VENV/bin/python" -c '
 import json, sys
 meta = json.load(sys.stdin)
+root = meta["workspace_root"].rstrip("/") + "/"
 for pkg in meta["packages"]:
-    # Operator tools (package.metadata.ordersaga.operator-tools) are run by hand, not deployed.
+    # Operator tools are run by hand, not deployed: the packages under tools/ (e.g. loadgen)
+    # and the binaries a package lists in package.metadata.ordersaga.operator-tools.
+    if pkg["manifest_path"].startswith(root + "tools/"):
+        continue
     tools = ((pkg.get("metadata") or {}).get("ordersaga") or {}).get("operator-tools", [])
     for t in pkg["targets"]:
         if "bin" in t["kind"] and t["name"] not in tools:

@@ -23,3 +23,21 @@ pub struct Config {
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_agreed_port_and_payment_limit() {
+        let config = Config::try_parse_from(["payment-service", "--database-url", "postgres://x"])
+            .expect("parses");
+        assert_eq!(
+            config.listen_addr,
+            SocketAddr::from(([127, 0, 0, 1], 50053))
+        );
+        assert_eq!(config.payment_limit_minor, 1_000_000);
+    }
+}

@@ -5,7 +5,11 @@
 //! has no second effect. The handler writes its state and its outgoing
 //! messages (through the outbox) in that same transaction; the Kafka offset is
 //! stored only after the commit. Messages of one partition (and so of one
-//! key) are handled in order, partitions concurrently.
+//! key) are handled in order, partitions concurrently. When several messages
+//! of a partition are waiting, up to `max_batch` of them share one
+//! transaction (still in offset order); if that transaction fails, each of
+//! them is handled in its own, so one bad message never takes the others
+//! down with it.
 //!
 //! Failures: a transient one (database unavailable, serialization conflict,
 //! deadlock) is retried with exponential backoff and jitter, never dropped; a
@@ -13,6 +17,15 @@
 //! error) is recorded in `dead_letters` and published to the dead-letter
 //! topic with its reason, and the consumer moves on. [`deadletter::redrive`]
 //! sends a dead letter back to its source topic.
+//!
+//! Metrics (through the `metrics` facade): `consumer_messages_total{consumer,
+//! topic, outcome = handled|duplicate|dead_lettered}`,
+//! `consumer_retries_total{consumer, kind = transient|retryable}`,
+//! `consumer_dead_letters_total{consumer, topic}`,
+//! `consumer_lag{consumer, topic, partition}` (from the Kafka client's
+//! statistics every `lag_interval`) and `consumer_handle_duration_seconds{consumer}`
+//! (per message, its transaction from begin to commit; the messages of a
+//! batch share theirs). Every message's span carries `order_id` = its key.
 
 pub mod deadletter;
 mod inbox;

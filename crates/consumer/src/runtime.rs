@@ -1,17 +1,21 @@
 //! The consuming loop: one lane (task) per partition, each handling its
 //! messages in order; a lane whose backlog grows past its high-water mark has
 //! its partition paused, so a message in retry holds up only its partition.
+//! A lane with several messages waiting handles up to `max_batch` of them in
+//! one transaction, and falls back to one per transaction if that fails.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use diesel_async::AsyncConnection;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use metrics::{Counter, Histogram};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::{ClientConfig, TopicPartitionList};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use service_kit::db::PgPool;
 use service_kit::trace_context;
 use tokio::sync::mpsc;
@@ -36,6 +40,14 @@ pub struct ConsumerConfig {
     pub partition_high_water: usize,
     /// How long inbox rows are kept; must exceed Kafka's redelivery horizon.
     pub inbox_retention: Duration,
+    /// How often inbox rows older than `inbox_retention` are deleted.
+    pub inbox_prune_interval: Duration,
+    /// Most waiting messages of one partition handled in one transaction; 1
+    /// handles every message in its own.
+    pub max_batch: usize,
+    /// How often the `consumer_lag` gauges are refreshed from the Kafka
+    /// client's statistics; zero turns them off.
+    pub lag_interval: Duration,
 }
 
 impl ConsumerConfig {
@@ -48,6 +60,9 @@ impl ConsumerConfig {
             retry: RetryPolicy::default(),
             partition_high_water: 512,
             inbox_retention: Duration::from_secs(14 * 24 * 3600),
+            inbox_prune_interval: Duration::from_secs(3600),
+            max_batch: 32,
+            lag_interval: Duration::from_secs(10),
         }
     }
 
@@ -71,8 +86,92 @@ struct Context {
     config: ConsumerConfig,
     pool: PgPool,
     handler: Arc<dyn Handler>,
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<LagReporter>>,
     shutdown: CancellationToken,
+}
+
+/// Turns the Kafka client's periodic statistics into `consumer_lag` gauges:
+/// per assigned partition, the high watermark minus the next offset to
+/// store (the messages not yet taken effect of).
+struct LagReporter {
+    consumer: String,
+}
+
+impl ClientContext for LagReporter {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, p) in &stats.partitions {
+                if *partition < 0 || !p.desired {
+                    continue;
+                }
+                let lag = if p.consumer_lag_stored >= 0 {
+                    p.consumer_lag_stored
+                } else {
+                    p.consumer_lag
+                };
+                if lag >= 0 {
+                    metrics::gauge!(
+                        "consumer_lag",
+                        "consumer" => self.consumer.clone(),
+                        "topic" => topic.clone(),
+                        "partition" => partition.to_string(),
+                    )
+                    .set(lag as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagReporter {}
+
+/// The metrics of one lane, registered once.
+struct LaneMetrics {
+    handled: Counter,
+    duplicate: Counter,
+    dead_lettered: Counter,
+    dead_letters: Counter,
+    transient_retries: Counter,
+    retryable_retries: Counter,
+    duration: Histogram,
+}
+
+impl LaneMetrics {
+    fn new(consumer: &str, topic: &str) -> Self {
+        let messages = |outcome: &'static str| {
+            metrics::counter!(
+                "consumer_messages_total",
+                "consumer" => consumer.to_owned(),
+                "topic" => topic.to_owned(),
+                "outcome" => outcome,
+            )
+        };
+        let retries = |kind: &'static str| metrics::counter!("consumer_retries_total", "consumer" => consumer.to_owned(), "kind" => kind);
+        Self {
+            handled: messages("handled"),
+            duplicate: messages("duplicate"),
+            dead_lettered: messages("dead_lettered"),
+            dead_letters: metrics::counter!(
+                "consumer_dead_letters_total",
+                "consumer" => consumer.to_owned(),
+                "topic" => topic.to_owned(),
+            ),
+            transient_retries: retries("transient"),
+            retryable_retries: retries("retryable"),
+            duration: metrics::histogram!(
+                "consumer_handle_duration_seconds",
+                "consumer" => consumer.to_owned(),
+            ),
+        }
+    }
+
+    fn took_effect(&self, outcome: &Outcome, started: Instant) {
+        match outcome {
+            Outcome::Handled => self.handled.increment(1),
+            Outcome::Duplicate => self.duplicate.increment(1),
+        }
+        self.duration.record(started.elapsed());
+    }
 }
 
 struct Lane {
@@ -89,7 +188,10 @@ pub async fn run(
     handler: Arc<dyn Handler>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let consumer: Arc<StreamConsumer> = Arc::new(
+    let lag = LagReporter {
+        consumer: config.name.clone(),
+    };
+    let consumer: Arc<StreamConsumer<LagReporter>> = Arc::new(
         ClientConfig::new()
             .set("bootstrap.servers", &config.brokers)
             .set("group.id", &config.name)
@@ -98,7 +200,11 @@ pub async fn run(
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
-            .create()
+            .set(
+                "statistics.interval.ms",
+                config.lag_interval.as_millis().to_string(),
+            )
+            .create_with_context(lag)
             .context("cannot create the Kafka consumer")?,
     );
     let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
@@ -129,7 +235,8 @@ pub async fn run(
                     let lane = lanes.entry(key.clone()).or_insert_with(|| {
                         let (sender, receiver) = mpsc::unbounded_channel();
                         let backlog = Arc::new(AtomicUsize::new(0));
-                        tasks.spawn(run_lane(ctx.clone(), receiver, backlog.clone()));
+                        let metrics = LaneMetrics::new(&ctx.config.name, &key.0);
+                        tasks.spawn(run_lane(ctx.clone(), receiver, backlog.clone(), metrics));
                         Lane { sender, backlog, paused: false }
                     });
                     let waiting = lane.backlog.fetch_add(1, Ordering::SeqCst) + 1;
@@ -158,7 +265,11 @@ pub async fn run(
     Ok(())
 }
 
-fn set_paused(consumer: &StreamConsumer, (topic, partition): &(String, i32), paused: bool) {
+fn set_paused(
+    consumer: &StreamConsumer<LagReporter>,
+    (topic, partition): &(String, i32),
+    paused: bool,
+) {
     let mut list = TopicPartitionList::new();
     list.add_partition(topic, *partition);
     let result = if paused {
@@ -173,7 +284,7 @@ fn set_paused(consumer: &StreamConsumer, (topic, partition): &(String, i32), pau
 }
 
 fn resume_drained(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<LagReporter>,
     lanes: &mut HashMap<(String, i32), Lane>,
     high_water: usize,
 ) {
@@ -189,29 +300,42 @@ async fn run_lane(
     ctx: Arc<Context>,
     mut receiver: mpsc::UnboundedReceiver<OwnedMessage>,
     backlog: Arc<AtomicUsize>,
+    metrics: LaneMetrics,
 ) {
+    let max_batch = ctx.config.max_batch.max(1);
     loop {
-        let message = tokio::select! {
+        let first = tokio::select! {
             () = ctx.shutdown.cancelled() => return,
             message = receiver.recv() => match message {
                 Some(message) => message,
                 None => return,
             },
         };
-        let incoming = to_incoming(&message);
-        let span = consume_span(&ctx.config.name, &incoming);
-        let done = process(&ctx, &incoming).instrument(span).await;
-        if !done {
-            return; // shut down mid-retry: the offset stays, the message comes back
+        let mut batch = vec![to_incoming(&first)];
+        while batch.len() < max_batch {
+            match receiver.try_recv() {
+                Ok(message) => batch.push(to_incoming(&message)),
+                Err(_) => break,
+            }
         }
-        if let Err(error) =
-            ctx.consumer
-                .store_offset(&incoming.topic, incoming.partition, incoming.offset + 1)
+        let done = if batch.len() == 1 {
+            let span = consume_span(&ctx.config.name, &batch[0]);
+            usize::from(process(&ctx, &batch[0], &metrics).instrument(span).await)
+        } else {
+            process_batch(&ctx, &batch, &metrics).await
+        };
+        if let Some(last) = done.checked_sub(1).map(|i| &batch[i])
+            && let Err(error) =
+                ctx.consumer
+                    .store_offset(&last.topic, last.partition, last.offset + 1)
         {
             // The partition moved to another member; it redelivers, the inbox deduplicates.
-            tracing::debug!(%error, topic = %incoming.topic, partition = incoming.partition, "offset not stored");
+            tracing::debug!(%error, topic = %last.topic, partition = last.partition, "offset not stored");
         }
-        backlog.fetch_sub(1, Ordering::SeqCst);
+        backlog.fetch_sub(done, Ordering::SeqCst);
+        if done < batch.len() {
+            return; // shut down mid-retry: the offset stays, the messages come back
+        }
     }
 }
 
@@ -273,6 +397,7 @@ fn consume_span(consumer: &str, message: &Incoming) -> tracing::Span {
         messaging.kafka.offset = message.offset,
         messaging.destination.partition.id = message.partition,
         message.type = %message.message_type,
+        order_id = %message.key,
     );
     let parent = trace_context::extract(
         message
@@ -291,15 +416,18 @@ enum Outcome {
 
 /// Handles one message until it took effect, was a duplicate, or was
 /// dead-lettered (true), or shutdown interrupted a retry (false).
-async fn process(ctx: &Context, message: &Incoming) -> bool {
+async fn process(ctx: &Context, message: &Incoming, metrics: &LaneMetrics) -> bool {
     let policy = &ctx.config.retry;
     let mut attempt = 0u32;
     loop {
         attempt += 1;
+        let started = Instant::now();
         let failure = match handle_once(ctx, message).await {
-            Ok(Outcome::Handled) => return true,
-            Ok(Outcome::Duplicate) => {
-                tracing::info!(message_id = %message.message_id, "duplicate message skipped");
+            Ok(outcome) => {
+                if let Outcome::Duplicate = outcome {
+                    tracing::info!(message_id = %message.message_id, "duplicate message skipped");
+                }
+                metrics.took_effect(&outcome, started);
                 return true;
             }
             Err(HandlerError::Permanent(reason)) => Some(reason),
@@ -307,18 +435,71 @@ async fn process(ctx: &Context, message: &Incoming) -> bool {
                 Some(format!("gave up after {attempt} attempts: {error:#}"))
             }
             Err(error) => {
+                match error {
+                    HandlerError::Transient(_) => metrics.transient_retries.increment(1),
+                    _ => metrics.retryable_retries.increment(1),
+                }
                 tracing::warn!(message_id = %message.message_id, attempt, error = %error, "message handling failed, retrying");
                 None
             }
         };
         if let Some(reason) = failure {
-            return dead_letter(ctx, message, &reason).await;
+            return dead_letter(ctx, message, &reason, metrics).await;
         }
         tokio::select! {
             () = tokio::time::sleep(policy.delay(attempt, &mut rand::rng())) => {}
             () = ctx.shutdown.cancelled() => return false,
         }
     }
+}
+
+/// Handles several waiting messages of one partition in one transaction, in
+/// offset order. If that fails, nothing of it was committed and each message
+/// is handled on its own, so a poison message is dead-lettered alone.
+/// Returns how many messages, from the first, are done (all of them unless
+/// shutdown interrupted a retry).
+async fn process_batch(ctx: &Context, batch: &[Incoming], metrics: &LaneMetrics) -> usize {
+    let spans: Vec<tracing::Span> = batch
+        .iter()
+        .map(|message| consume_span(&ctx.config.name, message))
+        .collect();
+    let started = Instant::now();
+    match handle_batch(ctx, batch, &spans).await {
+        Ok(outcomes) => {
+            for ((message, span), outcome) in batch.iter().zip(&spans).zip(&outcomes) {
+                if let Outcome::Duplicate = outcome {
+                    span.in_scope(|| {
+                        tracing::info!(message_id = %message.message_id, "duplicate message skipped");
+                    });
+                }
+                metrics.took_effect(outcome, started);
+            }
+            return batch.len();
+        }
+        Err(error) => {
+            tracing::debug!(
+                messages = batch.len(),
+                topic = %batch[0].topic,
+                partition = batch[0].partition,
+                first_offset = batch[0].offset,
+                error = %error,
+                "batch failed, handling its messages one at a time"
+            );
+        }
+    }
+    for (done, (message, span)) in batch.iter().zip(spans).enumerate() {
+        if !process(ctx, message, metrics).instrument(span).await {
+            return done;
+        }
+    }
+    batch.len()
+}
+
+fn has_message_id(message: &Incoming) -> bool {
+    message
+        .header(outbox::headers::MESSAGE_ID)
+        .and_then(|id| Uuid::parse_str(id).ok())
+        .is_some()
 }
 
 /// A pooled connection; none available means the database is down, which
@@ -336,11 +517,7 @@ async fn connection(
 }
 
 async fn handle_once(ctx: &Context, message: &Incoming) -> Result<Outcome, HandlerError> {
-    if message
-        .header(outbox::headers::MESSAGE_ID)
-        .and_then(|id| Uuid::parse_str(id).ok())
-        .is_none()
-    {
+    if !has_message_id(message) {
         return Err(HandlerError::Permanent(
             "missing or malformed message-id header".to_owned(),
         ));
@@ -356,9 +533,46 @@ async fn handle_once(ctx: &Context, message: &Incoming) -> Result<Outcome, Handl
     .await
 }
 
+/// One transaction over every message of `batch`, each claimed in the inbox
+/// and handled in its own span, in order.
+async fn handle_batch(
+    ctx: &Context,
+    batch: &[Incoming],
+    spans: &[tracing::Span],
+) -> Result<Vec<Outcome>, HandlerError> {
+    if !batch.iter().all(has_message_id) {
+        return Err(HandlerError::Permanent(
+            "a message without a valid message-id is handled alone".to_owned(),
+        ));
+    }
+    let mut conn = connection(ctx).await?;
+    conn.transaction::<_, HandlerError, _>(async |conn| {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (message, span) in batch.iter().zip(spans) {
+            let outcome = async {
+                if !inbox::claim(conn, &ctx.config.name, message.message_id).await? {
+                    return Ok(Outcome::Duplicate);
+                }
+                ctx.handler.handle(conn, message).await?;
+                Ok::<_, HandlerError>(Outcome::Handled)
+            }
+            .instrument(span.clone())
+            .await?;
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    })
+    .await
+}
+
 /// Records the message as dead and claims it in the inbox, retrying while
 /// the database is unavailable. False only if shutdown interrupted.
-async fn dead_letter(ctx: &Context, message: &Incoming, reason: &str) -> bool {
+async fn dead_letter(
+    ctx: &Context,
+    message: &Incoming,
+    reason: &str,
+    metrics: &LaneMetrics,
+) -> bool {
     tracing::Span::current().record("otel.status_code", "ERROR");
     tracing::warn!(message_id = %message.message_id, topic = %message.topic, partition = message.partition, offset = message.offset, %reason, "message dead-lettered");
     let mut attempt = 0u32;
@@ -383,8 +597,13 @@ async fn dead_letter(ctx: &Context, message: &Incoming, reason: &str) -> bool {
         }
         .await;
         match result {
-            Ok(()) => return true,
+            Ok(()) => {
+                metrics.dead_lettered.increment(1);
+                metrics.dead_letters.increment(1);
+                return true;
+            }
             Err(error) => {
+                metrics.transient_retries.increment(1);
                 tracing::warn!(message_id = %message.message_id, attempt, %error, "cannot record dead letter, retrying");
             }
         }
@@ -396,7 +615,11 @@ async fn dead_letter(ctx: &Context, message: &Incoming, reason: &str) -> bool {
 }
 
 async fn prune_periodically(ctx: Arc<Context>) {
-    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    let mut every = tokio::time::interval(
+        ctx.config
+            .inbox_prune_interval
+            .max(Duration::from_millis(10)),
+    );
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,

@@ -27,6 +27,9 @@ use uuid::Uuid;
 struct RecordingHandler {
     reject_poison: AtomicBool,
     attempts: Mutex<HashMap<Uuid, u32>>,
+    /// A message with payload "gate" waits for this, holding up its lane.
+    gate_open: AtomicBool,
+    gate_reached: AtomicBool,
 }
 
 impl Handler for RecordingHandler {
@@ -43,6 +46,15 @@ impl Handler for RecordingHandler {
                 *n
             };
             let payload = String::from_utf8_lossy(&message.payload).into_owned();
+            if payload == "gate" {
+                self.gate_reached.store(true, Ordering::SeqCst);
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while !AtomicBool::load(&self.gate_open, Ordering::SeqCst)
+                    && std::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
             if payload.starts_with("poison")
                 && AtomicBool::load(&self.reject_poison, Ordering::SeqCst)
             {
@@ -77,6 +89,8 @@ struct Harness {
     handler: Arc<RecordingHandler>,
     producer: FutureProducer,
     shutdown: CancellationToken,
+    /// The consumer's configuration until it runs.
+    consumer: Mutex<Option<ConsumerConfig>>,
 }
 
 impl Drop for Harness {
@@ -100,13 +114,50 @@ impl Harness {
         partitions: i32,
         brokers: &str,
     ) -> Self {
+        let h = Self::prepare_on(url, db, partitions, brokers).await;
+        h.run_consumer(|_| {});
+        h
+    }
+
+    /// Everything but the consumer, which starts with [`Self::run_consumer`].
+    async fn prepare(partitions: i32) -> Self {
+        let db = TestDatabase::create("consumer").await.expect("database");
+        let url = db.url.clone();
+        Self::prepare_on(url, Some(db), partitions, &test_support::kafka_brokers()).await
+    }
+
+    /// Starts the consumer, with its configuration changed by `configure`.
+    fn run_consumer(&self, configure: impl FnOnce(&mut ConsumerConfig)) {
+        let mut config = self
+            .consumer
+            .lock()
+            .expect("lock")
+            .take()
+            .expect("the consumer runs once");
+        configure(&mut config);
+        let pool = service_kit::db::pool(&self.url, 8).expect("pool");
+        tokio::spawn(consumer::run(
+            config,
+            pool,
+            self.handler.clone(),
+            self.shutdown.clone(),
+        ));
+    }
+
+    async fn prepare_on(
+        url: String,
+        db: Option<TestDatabase>,
+        partitions: i32,
+        brokers: &str,
+    ) -> Self {
         service_kit::db::migrate(&url, [outbox::MIGRATIONS, consumer::MIGRATIONS])
             .await
             .expect("migrate");
         let mut conn = AsyncPgConnection::establish(&url).await.expect("connect");
         diesel::sql_query(
             "CREATE TABLE effects (id BIGSERIAL PRIMARY KEY, message_id UUID NOT NULL, \
-             message_key TEXT NOT NULL, payload TEXT NOT NULL)",
+             message_key TEXT NOT NULL, payload TEXT NOT NULL, \
+             txid BIGINT NOT NULL DEFAULT txid_current())",
         )
         .execute(&mut conn)
         .await
@@ -129,13 +180,6 @@ impl Harness {
             max: Duration::from_millis(100),
             max_attempts: 5,
         };
-        let pool = service_kit::db::pool(&url, 8).expect("pool");
-        tokio::spawn(consumer::run(
-            config,
-            pool,
-            handler.clone(),
-            shutdown.clone(),
-        ));
 
         // The relay publishes what the consumer enqueues (dead letters, redrives).
         let relay = outbox_relay::Relay::build(outbox_relay::Config {
@@ -166,6 +210,7 @@ impl Harness {
             handler,
             producer,
             shutdown,
+            consumer: Mutex::new(Some(config)),
         }
     }
 
@@ -195,6 +240,15 @@ impl Harness {
 
     /// The handled payloads, in the order their effects committed.
     async fn effects(&self) -> Vec<(String, String, Uuid)> {
+        self.effects_with_txid()
+            .await
+            .into_iter()
+            .map(|(key, payload, id, _)| (key, payload, id))
+            .collect()
+    }
+
+    /// The effects and the id of the transaction each committed in.
+    async fn effects_with_txid(&self) -> Vec<(String, String, Uuid, i64)> {
         #[derive(diesel::QueryableByName)]
         struct Effect {
             #[diesel(sql_type = Text)]
@@ -203,14 +257,16 @@ impl Harness {
             payload: String,
             #[diesel(sql_type = SqlUuid)]
             message_id: Uuid,
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            txid: i64,
         }
         let mut conn = self.connect().await;
-        diesel::sql_query("SELECT message_key, payload, message_id FROM effects ORDER BY id")
+        diesel::sql_query("SELECT message_key, payload, message_id, txid FROM effects ORDER BY id")
             .load::<Effect>(&mut conn)
             .await
             .expect("effects")
             .into_iter()
-            .map(|e| (e.message_key, e.payload, e.message_id))
+            .map(|e| (e.message_key, e.payload, e.message_id, e.txid))
             .collect()
     }
 
@@ -237,6 +293,22 @@ impl Harness {
         AsyncPgConnection::establish(&self.url)
             .await
             .expect("connect")
+    }
+
+    /// Starts the consumer with a "gate" message at the head of partition 0
+    /// that holds up its lane until every message already produced is
+    /// waiting behind it, then opens the gate.
+    async fn run_consumer_behind_gate(&self, configure: impl FnOnce(&mut ConsumerConfig)) {
+        self.run_consumer(configure);
+        eventually(Duration::from_secs(60), "gate reached", async || {
+            Ok(AtomicBool::load(&self.handler.gate_reached, Ordering::SeqCst).then_some(()))
+        })
+        .await
+        .expect("the gate message is handled");
+        // Everything was produced before the consumer started; it is fetched
+        // and handed to the lane within milliseconds.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.handler.gate_open.store(true, Ordering::SeqCst);
     }
 
     async fn wait_for_effects(&self, count: usize) -> Vec<(String, String, Uuid)> {
@@ -488,4 +560,163 @@ async fn kafka_killed_and_restarted_under_load_loses_nothing_and_applies_nothing
             assert!(seq > previous, "{key}: {seq} handled after {previous}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_messages_of_a_partition_are_handled_several_per_transaction_in_order() {
+    let h = Harness::prepare(1).await;
+    h.produce("order-0", Some(Uuid::now_v7()), "gate").await;
+    let total = 70;
+    for seq in 0..total {
+        h.produce(
+            &format!("order-{}", seq % 3),
+            Some(Uuid::now_v7()),
+            &format!("m{seq}"),
+        )
+        .await;
+    }
+    h.run_consumer_behind_gate(|config| config.max_batch = 32)
+        .await;
+
+    h.wait_for_effects(total + 1).await;
+    let effects = h.effects_with_txid().await;
+    let payloads: Vec<&str> = effects.iter().map(|e| e.1.as_str()).collect();
+    let expected: Vec<String> = std::iter::once("gate".to_owned())
+        .chain((0..total).map(|seq| format!("m{seq}")))
+        .collect();
+    assert_eq!(payloads, expected, "one partition: handled in offset order");
+    let mut per_transaction: BTreeMap<i64, usize> = BTreeMap::new();
+    for effect in &effects[1..] {
+        *per_transaction.entry(effect.3).or_default() += 1;
+    }
+    let largest = per_transaction.values().copied().max().unwrap_or(0);
+    assert!(
+        largest <= 32,
+        "at most max_batch per transaction: {per_transaction:?}"
+    );
+    assert!(
+        per_transaction.len() <= total / 10,
+        "the waiting messages shared transactions: {per_transaction:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_message_in_a_batch_is_dead_lettered_alone_and_the_others_take_effect_once_in_order()
+ {
+    let h = Harness::prepare(1).await;
+    h.produce("order-1", Some(Uuid::now_v7()), "gate").await;
+    let poison_id = Uuid::now_v7();
+    for seq in 0..10 {
+        if seq == 5 {
+            h.produce("order-1", Some(poison_id), "poison-in-batch")
+                .await;
+        } else {
+            h.produce(
+                &format!("order-{}", seq % 2),
+                Some(Uuid::now_v7()),
+                &format!("m{seq}"),
+            )
+            .await;
+        }
+    }
+    h.run_consumer_behind_gate(|config| config.max_batch = 32)
+        .await;
+
+    let effects = h.wait_for_effects(10).await;
+    let payloads: Vec<&str> = effects.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        payloads,
+        ["gate", "m0", "m1", "m2", "m3", "m4", "m6", "m7", "m8", "m9"],
+        "every other message took effect once, in order"
+    );
+    let mut conn = h.connect().await;
+    eventually(
+        Duration::from_secs(30),
+        "dead letter recorded",
+        async || {
+            let pending = consumer::deadletter::pending(&mut conn, 10).await?;
+            Ok((!pending.is_empty()).then_some(pending))
+        },
+    )
+    .await
+    .map(|pending| {
+        assert_eq!(pending.len(), 1, "only the poison message is dead");
+        assert_eq!(pending[0].message_id, poison_id);
+    })
+    .expect("dead letter");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.effects().await.len(), 10, "nothing took effect twice");
+    let attempts = h.handler.attempts.lock().expect("lock").clone();
+    assert!(
+        attempts.get(&poison_id).copied().unwrap_or(0) >= 2,
+        "the poison message failed in a batch, then alone: {attempts:?}"
+    );
+}
+
+#[derive(diesel::QueryableByName)]
+struct InboxRow {
+    #[diesel(sql_type = SqlUuid)]
+    message_id: Uuid,
+}
+
+async fn inbox_ids(conn: &mut AsyncPgConnection) -> Vec<Uuid> {
+    diesel::sql_query("SELECT message_id FROM inbox ORDER BY received_at")
+        .load::<InboxRow>(conn)
+        .await
+        .expect("inbox")
+        .into_iter()
+        .map(|row| row.message_id)
+        .collect()
+}
+
+async fn insert_inbox_row(conn: &mut AsyncPgConnection, id: Uuid, age: &str) {
+    diesel::sql_query(format!(
+        "INSERT INTO inbox (consumer, message_id, received_at) \
+         VALUES ('c', $1, now() - interval '{age}')"
+    ))
+    .bind::<SqlUuid, _>(id)
+    .execute(conn)
+    .await
+    .expect("inbox row");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pruning_removes_inbox_rows_older_than_the_window_and_keeps_newer_ones() {
+    let db = TestDatabase::create("inbox_prune").await.expect("database");
+    service_kit::db::migrate(&db.url, [outbox::MIGRATIONS, consumer::MIGRATIONS])
+        .await
+        .expect("migrate");
+    let mut conn = db.connect().await.expect("connect");
+    let (old, recent, fresh) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    insert_inbox_row(&mut conn, old, "3 hours").await;
+    insert_inbox_row(&mut conn, recent, "50 minutes").await;
+    insert_inbox_row(&mut conn, fresh, "0 seconds").await;
+
+    let pruned = consumer::prune_inbox(&mut conn, Duration::from_secs(3600))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1);
+    assert_eq!(inbox_ids(&mut conn).await, [recent, fresh]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_running_consumer_prunes_the_inbox_at_its_configured_interval_and_window() {
+    let h = Harness::prepare(1).await;
+    let mut conn = h.connect().await;
+    let (old, recent) = (Uuid::now_v7(), Uuid::now_v7());
+    insert_inbox_row(&mut conn, recent, "20 minutes").await;
+    h.run_consumer(|config| {
+        config.inbox_retention = Duration::from_secs(30 * 60);
+        config.inbox_prune_interval = Duration::from_millis(200);
+    });
+    // Inserted after the first pruning pass, so only a later pass removes it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    insert_inbox_row(&mut conn, old, "31 minutes").await;
+    eventually(
+        Duration::from_secs(10),
+        "old inbox row pruned",
+        async || Ok((inbox_ids(&mut conn).await == [recent]).then_some(())),
+    )
+    .await
+    .expect("pruned by the running consumer");
 }

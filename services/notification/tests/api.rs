@@ -147,6 +147,28 @@ async fn spawn_app(webhook_url: Option<&str>, max_attempts: u32) -> TestApp {
         .expect("test database");
     let prefix = test_support::topic_namespace().await.expect("topics");
     let kafka = KafkaArgs::new(test_support::kafka_brokers(), prefix);
+    let shutdown = CancellationToken::new();
+    let addr = spawn_replica(&db, &kafka, webhook_url, max_attempts, &shutdown).await;
+    let client = NotificationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("client connects");
+    TestApp {
+        client,
+        db,
+        events_topic: kafka.topic(proto::topics::ORDER_EVENTS),
+        producer: test_support::producer().expect("producer"),
+        shutdown,
+    }
+}
+
+/// Starts one more service process (a replica) on the database and topics.
+async fn spawn_replica(
+    db: &TestDatabase,
+    kafka: &KafkaArgs,
+    webhook_url: Option<&str>,
+    max_attempts: u32,
+    shutdown: &CancellationToken,
+) -> SocketAddr {
     let config = notification_service::Config {
         listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         webhook_url: WebhookUrl::parse(webhook_url.unwrap_or_default()).expect("url"),
@@ -167,18 +189,8 @@ async fn spawn_app(webhook_url: Option<&str>, max_attempts: u32) -> TestApp {
         .await
         .expect("app builds");
     let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let client = NotificationServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("client connects");
-    TestApp {
-        client,
-        db,
-        events_topic: kafka.topic(proto::topics::ORDER_EVENTS),
-        producer: test_support::producer().expect("producer"),
-        shutdown,
-    }
+    addr
 }
 
 impl TestApp {
@@ -480,4 +492,38 @@ async fn list_notifications_refuses_an_invalid_customer_id_with_a_field_violatio
         .map(|v| v.field.as_str())
         .collect();
     assert_eq!(fields, ["customer_id", "page_size"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn several_replicas_deliver_each_notification_once() {
+    let webhook = Webhook::start(0, 200, 200).await;
+    let app = spawn_app(Some(&webhook.url), 5).await;
+    let prefix = app
+        .events_topic
+        .strip_suffix(proto::topics::ORDER_EVENTS)
+        .expect("prefixed topic")
+        .to_owned();
+    let kafka = KafkaArgs::new(test_support::kafka_brokers(), prefix);
+    spawn_replica(&app.db, &kafka, Some(&webhook.url), 5, &app.shutdown).await;
+    let orders = 20;
+    for _ in 0..orders {
+        app.approve(Uuid::now_v7(), "customer-1").await;
+    }
+    eventually(WAIT, "every notification delivered", async || {
+        let list = app.list("customer-1").await;
+        Ok((list.len() == orders
+            && list
+                .iter()
+                .all(|n| n.delivery_state() == api::DeliveryState::Delivered))
+        .then_some(()))
+    })
+    .await
+    .expect("delivered");
+    let keys: std::collections::BTreeSet<String> = webhook
+        .hits()
+        .iter()
+        .filter_map(|hit| hit.headers.get("idempotency-key").cloned())
+        .collect();
+    assert_eq!(keys.len(), orders);
+    assert_eq!(webhook.hits().len(), orders, "no notification sent twice");
 }

@@ -2,11 +2,10 @@
 
 use std::time::Duration;
 
-use e2e::{Stack, trace_spans};
+use e2e::{Stack, StackOptions, trace_spans};
 use prost::Message;
 use proto::messages::v1::OrderCreated;
 use proto::order::v1 as api;
-use proto::order::v1::order_service_client::OrderServiceClient;
 use test_support::{eventually, receive_until, tail};
 
 fn order_request() -> api::CreateOrderRequest {
@@ -30,11 +29,13 @@ fn order_request() -> api::CreateOrderRequest {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_created_order_is_announced_on_kafka_keyed_by_its_id_within_one_trace() {
-    let stack = Stack::start().await.expect("stack starts");
-    let consumer = tail(proto::topics::ORDER_EVENTS).await.expect("consumer");
-    let mut client = OrderServiceClient::connect(stack.order_addr.clone())
+    let stack = Stack::start(StackOptions::default())
         .await
-        .expect("client");
+        .expect("stack starts");
+    let consumer = tail(&format!("{}{}", stack.prefix, proto::topics::ORDER_EVENTS))
+        .await
+        .expect("consumer");
+    let mut client = stack.order_traced();
 
     let created = client
         .create_order(order_request())

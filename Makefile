@@ -51,3 +51,9 @@ clean-state:
 bench-relay:
 	scripts/infra.sh up
 	eval "$$(scripts/infra.sh env)" && $(CARGO) bench -p outbox-relay --bench relay_bench
+
+# Saga throughput and latency: release stack, 50 and 500 orders/s for 60 s each through
+# tools/loadgen, results into docs/benchmarks.md. About 5 minutes once built.
+.PHONY: bench
+bench:
+	scripts/bench.sh

@@ -31,6 +31,8 @@ pub enum Command {
     Seed(SeedArgs),
     /// Render JSON reports of `run --json` as Markdown tables, side by side.
     Markdown(MarkdownArgs),
+    /// Print the target checks of a JSON report; exit 1 when one is missed.
+    Targets(TargetsArgs),
 }
 
 /// The services and the Kafka cluster.
@@ -190,6 +192,14 @@ pub struct RunArgs {
     /// Target: peak RSS of each watched process, MB.
     #[arg(long, env = "LOADGEN_TARGET_RSS_MB")]
     pub target_rss_mb: Option<f64>,
+    /// Watched groups the memory target does not apply to.
+    #[arg(
+        long,
+        env = "LOADGEN_RSS_EXEMPT",
+        value_delimiter = ',',
+        default_value = "postgres,kafka,jaeger,loadgen"
+    )]
+    pub rss_exempt: Vec<String>,
     /// Exit non-zero when a target is missed.
     #[arg(long, env = "LOADGEN_FAIL_ON_MISS")]
     pub fail_on_miss: bool,
@@ -200,6 +210,16 @@ pub struct MarkdownArgs {
     /// JSON reports written by `run --json`, one column each.
     #[arg(required = true)]
     pub reports: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetsArgs {
+    /// A JSON report written by `run --json`.
+    pub report: PathBuf,
+    /// Only the checks whose name starts with one of these (e.g. `saga p99`);
+    /// every check when none is given.
+    #[arg(long = "only")]
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -52,7 +52,12 @@ pub fn draw(
     labels: bool,
 ) -> anyhow::Result<Drawn> {
     let ended: Vec<&TimelinePoint> = points.iter().filter(|p| p.p99_ms > 0.0).collect();
-    let seconds = points.len().max(1) as f64;
+    // The send window: the seconds that scheduled orders (completions may run later).
+    let seconds = points
+        .iter()
+        .rposition(|p| p.scheduled > 0)
+        .map_or(points.len(), |last| last + 1)
+        .max(1) as f64;
     let top = ended.iter().map(|p| p.p99_ms).fold(1.0_f64, f64::max) * 1.1;
 
     let root = BitMapBackend::new(path, (1200, 600)).into_drawing_area();
@@ -74,7 +79,9 @@ pub fn draw(
             mesh.x_desc("seconds since start (by scheduled send time)")
                 .y_desc("saga latency, ms (blue p50, red p99)")
                 .label_style((FONT_NAME, 15))
-                .axis_desc_style((FONT_NAME, 16));
+                .axis_desc_style((FONT_NAME, 16))
+                .x_label_formatter(&|v| format!("{v:.0}"))
+                .y_label_formatter(&|v| format!("{v:.0}"));
         } else {
             mesh.x_labels(0).y_labels(0);
         }

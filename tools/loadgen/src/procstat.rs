@@ -44,6 +44,17 @@ pub fn parse_vm_rss_kb(status: &str) -> Option<u64> {
         .and_then(|kb| kb.parse().ok())
 }
 
+/// `Pss` of `/proc/<pid>/smaps_rollup`, in kB: the resident memory with each
+/// shared page divided among the processes that share it, so that the PSS of
+/// a group of processes adds up (their RSS does not).
+pub fn parse_pss_kb(smaps_rollup: &str) -> Option<u64> {
+    smaps_rollup
+        .lines()
+        .find_map(|line| line.strip_prefix("Pss:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kb| kb.parse().ok())
+}
+
 /// The machine's CPU time from the first line of `/proc/stat`, in ticks.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CpuTimes {
@@ -95,6 +106,7 @@ impl Target {
 pub struct ProcSample {
     pub ticks: u64,
     pub rss_kb: u64,
+    pub pss_kb: u64,
     /// Threads by tid: (name, ticks).
     pub threads: HashMap<u32, (String, u64)>,
 }
@@ -124,6 +136,10 @@ pub struct GroupUsage {
     /// Peak of the group's summed resident memory (shared pages of several
     /// processes, e.g. PostgreSQL's shared buffers, count once per process).
     pub rss_peak_mb: f64,
+    /// Peak of the group's summed proportional set size (shared pages
+    /// divided among their processes): a group's real footprint.
+    #[serde(default)]
+    pub pss_peak_mb: f64,
 }
 
 /// The machine over the interval, percent of one core (it has `cores` x 100 %).
@@ -142,6 +158,7 @@ struct GroupAccount {
     peak_interval_pct: f64,
     thread_ticks: HashMap<(u32, u32), (String, u64)>,
     rss_peak_kb: u64,
+    pss_peak_kb: u64,
 }
 
 /// Accumulates usage from consecutive samples.
@@ -199,6 +216,8 @@ impl Accounting {
             }
             let rss: u64 = procs.values().map(|p| p.rss_kb).sum();
             account.rss_peak_kb = account.rss_peak_kb.max(rss);
+            let pss: u64 = procs.values().map(|p| p.pss_kb).sum();
+            account.pss_peak_kb = account.pss_peak_kb.max(pss);
         }
         let Some(prev) = self.last.take() else {
             self.first = Some(sample.at);
@@ -276,6 +295,7 @@ impl Accounting {
                     hottest_thread,
                     hottest_thread_avg_pct: round1(self.pct(hottest_ticks, span)),
                     rss_peak_mb: round1(account.rss_peak_kb as f64 / 1024.0),
+                    pss_peak_mb: round1(account.pss_peak_kb as f64 / 1024.0),
                 }
             })
             .collect()
@@ -309,6 +329,10 @@ fn read_proc(pid: u32, with_threads: bool) -> Option<ProcSample> {
         .ok()
         .and_then(|s| parse_vm_rss_kb(&s))
         .unwrap_or(0);
+    let pss_kb = std::fs::read_to_string(base.join("smaps_rollup"))
+        .ok()
+        .and_then(|s| parse_pss_kb(&s))
+        .unwrap_or(0);
     let mut threads = HashMap::new();
     if with_threads && let Ok(tasks) = std::fs::read_dir(base.join("task")) {
         for task in tasks.flatten() {
@@ -330,6 +354,7 @@ fn read_proc(pid: u32, with_threads: bool) -> Option<ProcSample> {
     Some(ProcSample {
         ticks: stat.ticks,
         rss_kb,
+        pss_kb,
         threads,
     })
 }
@@ -434,6 +459,14 @@ mod tests {
     }
 
     #[test]
+    fn the_proportional_set_is_read_from_smaps_rollup() {
+        let rollup = "55d4a0000000-7ffc00000000 ---p 00000000 00:00 0  [rollup]\n\
+                      Rss:               36476 kB\nPss:                9120 kB\nPss_Anon:  1 kB\n";
+        assert_eq!(parse_pss_kb(rollup), Some(9_120));
+        assert_eq!(parse_pss_kb("Rss: 1 kB\n"), None);
+    }
+
+    #[test]
     fn machine_busy_time_excludes_idle_and_iowait() {
         let times =
             parse_proc_stat("cpu  100 5 50 1000 30 2 3 0 0 0\ncpu0 1 2 3 4\n").expect("parsed");
@@ -446,6 +479,7 @@ mod tests {
         ProcSample {
             ticks,
             rss_kb,
+            pss_kb: rss_kb / 2,
             threads: threads
                 .iter()
                 .map(|(tid, name, t)| (*tid, ((*name).to_owned(), *t)))
@@ -537,6 +571,7 @@ mod tests {
         );
         let procs = &s.groups["me"];
         assert!(procs[&me].rss_kb > 0);
+        assert!(procs[&me].pss_kb > 0 && procs[&me].pss_kb <= procs[&me].rss_kb);
         assert!(!procs[&me].threads.is_empty());
         assert!(s.machine.total > 0);
     }

@@ -131,12 +131,15 @@ pub struct Report {
 }
 
 /// Targets a run is checked against (none by default).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Targets {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub completed_per_s: Option<f64>,
+    /// Peak RSS of each watched group, except those in `rss_exempt`.
     pub rss_mb: Option<f64>,
+    /// Groups the memory target does not apply to (the infrastructure).
+    pub rss_exempt: Vec<String>,
 }
 
 impl Targets {
@@ -194,7 +197,8 @@ impl Targets {
             );
         }
         if let Some(limit) = self.rss_mb {
-            for group in &report.processes {
+            let exempt = |name: &str| self.rss_exempt.iter().any(|e| e == name);
+            for group in report.processes.iter().filter(|g| !exempt(&g.name)) {
                 add(
                     &format!("peak RSS {}", group.name),
                     format!("< {limit} MB"),
@@ -353,7 +357,7 @@ impl Report {
             for p in &self.processes {
                 let _ = writeln!(
                     out,
-                    "  {:<22} cpu {:>5.1} % (peak {:>5.1} %), hottest thread {} {:.1} %, peak rss {:.1} MB",
+                    "  {:<22} cpu {:>5.1} % (peak {:>5.1} %), hottest thread {} {:.1} %, peak rss {:.1} MB, pss {:.1} MB",
                     p.name,
                     p.cpu_avg_pct,
                     p.cpu_peak_pct,
@@ -363,7 +367,8 @@ impl Report {
                         &p.hottest_thread
                     },
                     p.hottest_thread_avg_pct,
-                    p.rss_peak_mb
+                    p.rss_peak_mb,
+                    p.pss_peak_mb
                 );
             }
         }
@@ -538,7 +543,7 @@ pub fn markdown(reports: &[Report]) -> String {
         for p in &processes {
             let _ = writeln!(
                 out,
-                "| {} | {:.1} % ({:.0} %) | {} {:.1} % | {:.1} MB |",
+                "| {} | {:.1} % ({:.0} %) | {} {:.1} % | {:.1} MB | {:.1} MB |",
                 p.name,
                 p.cpu_avg_pct,
                 p.cpu_peak_pct,
@@ -548,7 +553,8 @@ pub fn markdown(reports: &[Report]) -> String {
                     format!("`{}`", p.hottest_thread)
                 },
                 p.hottest_thread_avg_pct,
-                p.rss_peak_mb
+                p.rss_peak_mb,
+                p.pss_peak_mb
             );
         }
     }
@@ -605,12 +611,21 @@ mod tests {
                 },
                 ..SagaReport::default()
             },
-            processes: vec![GroupUsage {
-                name: "order-service".into(),
-                cpu_avg_pct: 12.5,
-                rss_peak_mb: 30.0,
-                ..GroupUsage::default()
-            }],
+            processes: vec![
+                GroupUsage {
+                    name: "order-service".into(),
+                    cpu_avg_pct: 12.5,
+                    rss_peak_mb: 30.0,
+                    pss_peak_mb: 20.0,
+                    ..GroupUsage::default()
+                },
+                GroupUsage {
+                    name: "postgres".into(),
+                    cpu_avg_pct: 40.0,
+                    rss_peak_mb: 2_000.0,
+                    ..GroupUsage::default()
+                },
+            ],
             ..Report::default()
         }
     }
@@ -660,6 +675,7 @@ mod tests {
             p99_ms: Some(100.0),
             completed_per_s: Some(50.0),
             rss_mb: Some(100.0),
+            rss_exempt: vec!["postgres".into()],
         };
         let checks = targets.check(&report);
         let met = |name: &str| {
@@ -675,6 +691,10 @@ mod tests {
         assert!(met("saga p50"));
         assert!(!met("saga p99"), "120 ms is over 100 ms");
         assert!(met("peak RSS order-service"));
+        assert!(
+            checks.iter().all(|c| c.name != "peak RSS postgres"),
+            "exempt groups are not checked"
+        );
     }
 
     #[test]

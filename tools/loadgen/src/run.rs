@@ -347,6 +347,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<Report> {
         p99_ms: args.target_p99_ms,
         completed_per_s: args.target_rate,
         rss_mb: args.target_rss_mb,
+        rss_exempt: args.rss_exempt.clone(),
     }
     .check(&report);
     Ok(report)

@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# The saga benchmark (docs/benchmarks.md, "Saga throughput and latency").
+#
+#   scripts/bench.sh          build release binaries, start the stack with them, seed the
+#                             load generator's products and accounts, then run
+#                               (a) 50 orders/s for 60 s    targets: saga p50 <= 30 ms, p99 <= 100 ms
+#                               (b) 500 orders/s for 60 s   targets: >= 500 sagas/s, p99 <= 500 ms
+#                               (c) only if (b) missed: lower rates, highest first, until one is
+#                                   sustained with p99 <= 500 ms (the sustainable rate)
+#                             and write the results block of the saga section of docs/benchmarks.md.
+#
+# Every run is bounded (its duration plus the drain timeout) and talks only to 127.0.0.1.
+# Knobs (environment):
+#   BENCH_PROFILE        release | debug (release)    BENCH_DURATION     seconds of (a), (b) (60)
+#   BENCH_LOW_RATE       (50)                         BENCH_HIGH_RATE    (500)
+#   BENCH_MIX            happy=90,out_of_stock=5,insufficient_funds=3,undeliverable=2
+#   BENCH_SEED           (1)                          BENCH_DRAIN_TIMEOUT seconds (30)
+#   BENCH_SEARCH         1 runs (c) when (b) missed (1)
+#   BENCH_SEARCH_RATES   ("400 300 200 100")          BENCH_SEARCH_DURATION (30)
+#   BENCH_RUST_LOG       the services' RUST_LOG (info, as `make up`)
+#   BENCH_WRITE_DOCS     1 updates docs/benchmarks.md (1)
+#   BENCH_OUT            where reports, plots and logs go (.local/bench/saga-<UTC time>)
+#   BENCH_ONLY           "low", "high" or "low high" (both; the default)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+STATE="${ORDERSAGA_STATE:-$ROOT/.local}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ "$CARGO_TARGET_DIR" = /* ]] || CARGO_TARGET_DIR="$ROOT/$CARGO_TARGET_DIR"
+CARGO="${CARGO:-cargo}"
+
+PROFILE="${BENCH_PROFILE:-release}"
+DURATION="${BENCH_DURATION:-60}"
+LOW_RATE="${BENCH_LOW_RATE:-50}"
+HIGH_RATE="${BENCH_HIGH_RATE:-500}"
+MIX="${BENCH_MIX:-happy=90,out_of_stock=5,insufficient_funds=3,undeliverable=2}"
+SEED="${BENCH_SEED:-1}"
+DRAIN="${BENCH_DRAIN_TIMEOUT:-30}"
+SEARCH="${BENCH_SEARCH:-1}"
+SEARCH_RATES="${BENCH_SEARCH_RATES:-400 300 200 100}"
+SEARCH_DURATION="${BENCH_SEARCH_DURATION:-30}"
+WRITE_DOCS="${BENCH_WRITE_DOCS:-1}"
+ONLY="${BENCH_ONLY:-low high}"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+OUT="${BENCH_OUT:-$STATE/bench/saga-$STAMP}"
+DOC="$ROOT/docs/benchmarks.md"
+BEGIN_MARK='<!-- saga-bench:begin (written by scripts/bench.sh; edit outside the markers) -->'
+END_MARK='<!-- saga-bench:end -->'
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { printf '[bench %s] ERROR: %s\n' "$(date +%H:%M:%S)" "$*" >&2; exit 1; }
+
+case "$PROFILE" in
+  release) BUILD=("$CARGO" build --release --bins) ;;
+  debug) BUILD=("$CARGO" build --bins) ;;
+  *) die "BENCH_PROFILE must be release or debug, not $PROFILE" ;;
+esac
+mkdir -p "$OUT"
+
+log "infrastructure"
+scripts/infra.sh up
+eval "$(scripts/infra.sh env)"
+PG_BASE="${ORDERSAGA_PG_URL_BASE:-postgres://postgres@127.0.0.1:55432}"
+
+log "building ($PROFILE): ${BUILD[*]}"
+"${BUILD[@]}"
+LOADGEN="$CARGO_TARGET_DIR/$PROFILE/loadgen"
+[[ -x "$LOADGEN" ]] || die "$LOADGEN was not built"
+
+log "stack ($PROFILE binaries)"
+if ! grep -q 'STACK_PROFILE' scripts/stack.sh; then
+  die "scripts/stack.sh cannot run $PROFILE binaries (no STACK_PROFILE); use BENCH_PROFILE=debug"
+fi
+STACK_PROFILE="$PROFILE" STACK_RUST_LOG="${BENCH_RUST_LOG:-info}" scripts/stack.sh up >"$OUT/stack-up.log" 2>&1 \
+  || { tail -n 40 "$OUT/stack-up.log" >&2; die "the stack did not come up"; }
+STACK_PROFILE="$PROFILE" scripts/stack.sh status | tee "$OUT/stack-status.txt" >&2
+for needed in order-service inventory-service payment-service shipment-service orchestrator outbox-relay; do
+  grep -qE "^$needed[[:space:]].*[[:space:]]up$" "$OUT/stack-status.txt" \
+    || die "$needed is not up: the saga cannot complete without it"
+done
+
+log "seeding products and accounts"
+"$LOADGEN" seed | tee "$OUT/seed.txt" >&2
+
+psql_q() { psql "$PG_BASE/postgres" -XAtq -c "$1" 2>/dev/null || true; }
+
+# Commits of every database and the WAL flushes of the server, for rates per run.
+pg_counters() {
+  psql_q "select (select sum(xact_commit) from pg_stat_database), wal_sync, wal_write, wal_bytes from pg_stat_wal"
+}
+
+# Samples what active PostgreSQL sessions wait for, once a second, until the file $1 goes.
+pg_waits() {
+  local flag="$1" file="$2" deadline=$((SECONDS + DURATION + DRAIN + 120))
+  while [[ -e "$flag" ]] && ((SECONDS < deadline)); do
+    psql_q "select coalesce(wait_event_type || ':' || wait_event, 'CPU (no wait)') from pg_stat_activity
+            where state = 'active' and backend_type = 'client backend' and pid <> pg_backend_pid()" >>"$file"
+    sleep 1
+  done
+}
+
+RUN_FILES=()
+# run NAME LABEL RATE SECONDS [loadgen targets...]: one bounded open-loop run.
+run_one() {
+  local name="$1" label="$2" rate="$3" seconds="$4"; shift 4
+  local flag="$OUT/$name.sampling"
+  log "run $label: $rate orders/s for $seconds s (mix $MIX)"
+  local before after
+  before="$(pg_counters)"
+  touch "$flag"
+  pg_waits "$flag" "$OUT/$name.pgwaits" &
+  local sampler=$!
+  local status=0
+  "$LOADGEN" run \
+    --label "$label" --rate "$rate" --duration "$seconds" --mix "$MIX" --seed "$SEED" \
+    --drain-timeout "$DRAIN" --progress log \
+    --watch-pid-dir "$STATE/run" --watch-comm postgres=postgres \
+    --target-rss-mb 100 \
+    --json "$OUT/$name.json" --plot "$OUT/$name.png" "$@" \
+    >"$OUT/$name.txt" 2>"$OUT/$name.progress" || status=$?
+  rm -f "$flag"
+  wait "$sampler" 2>/dev/null || true
+  after="$(pg_counters)"
+  cat "$OUT/$name.txt" >&2
+  ((status == 0)) || die "loadgen failed for $label (exit $status; see $OUT/$name.progress)"
+  RUN_FILES+=("$OUT/$name.json")
+  {
+    printf '%s\t%s\t%s\t%s\n' "$name" "$label" "$before" "$after"
+  } >>"$OUT/pg-counters.tsv"
+  # Let the stack settle (notifications, relay rounds) before the next run.
+  sleep 5
+}
+
+# Whether a run met its rate, latency and completeness targets (memory is reported, not searched on).
+met() {
+  "$LOADGEN" targets "$1" --only "send rate kept" --only "every saga ended" \
+    --only "completed sagas/s" --only "saga p" >/dev/null
+}
+
+if [[ " $ONLY " == *" low "* ]]; then
+  run_one low "$LOW_RATE/s" "$LOW_RATE" "$DURATION" --target-p50-ms 30 --target-p99-ms 100
+fi
+if [[ " $ONLY " == *" high "* ]]; then
+  run_one high "$HIGH_RATE/s" "$HIGH_RATE" "$DURATION" --target-rate "$HIGH_RATE" --target-p99-ms 500
+  if [[ "$SEARCH" == 1 ]] && ! met "$OUT/high.json"; then
+    log "$HIGH_RATE/s missed a target: looking for the sustainable rate"
+    for rate in $SEARCH_RATES; do
+      run_one "search-$rate" "$rate/s" "$rate" "$SEARCH_DURATION" --target-rate "$rate" --target-p99-ms 500
+      if met "$OUT/search-$rate.json"; then
+        log "sustainable: $rate/s"
+        break
+      fi
+    done
+  fi
+fi
+
+# ---------------------------------------------------------------------------
+# The results block.
+
+pg_setting() { psql_q "show $1"; }
+git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git diff --quiet HEAD -- 2>/dev/null || git_rev="$git_rev (with uncommitted changes)"
+mem_line="$(free -m | awk '/^Mem:/ {printf "total %s MB, used %s MB, available %s MB", $2, $3, $7}')"
+
+pg_rates() {
+  # name label commits0 sync0 write0 bytes0 commits1 sync1 write1 bytes1, separated by | and tabs
+  local name label before after json seconds
+  while IFS=$'\t' read -r name label before after; do
+    json="$OUT/$name.json"
+    seconds="$(sed -n 's/.*"send_seconds": \([0-9.]*\).*/\1/p' "$json" | head -n1)"
+    IFS='|' read -r c0 s0 w0 b0 <<<"$before"
+    IFS='|' read -r c1 s1 w1 b1 <<<"$after"
+    local waits=""
+    if [[ -s "$OUT/$name.pgwaits" ]]; then
+      waits="$(sort "$OUT/$name.pgwaits" | uniq -c | sort -rn | head -n 5 \
+        | awk '{n=$1; $1=""; sub(/^ /, ""); printf "%s%s %s", (NR>1 ? ", " : ""), $0, n}')"
+    fi
+    awk -v label="$label" -v secs="$seconds" -v c0="${c0:-0}" -v c1="${c1:-0}" -v s0="${s0:-0}" \
+      -v s1="${s1:-0}" -v b0="${b0:-0}" -v b1="${b1:-0}" -v waits="${waits:-none sampled}" 'BEGIN {
+        # The counters span the run and its drain; divide by the send window for a rate.
+        printf "- %s: %.0f commits/s, %.0f WAL flushes/s, %.1f MB/s of WAL (run and drain, per second of sending); sessions seen waiting (samples): %s\n",
+          label, (c1 - c0) / secs, (s1 - s0) / secs, (b1 - b0) / secs / 1048576, waits }'
+  done <"$OUT/pg-counters.tsv"
+}
+
+block="$OUT/results.md"
+{
+  echo "$BEGIN_MARK"
+  echo
+  echo "#### Latest results: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo
+  echo "Written by \`make bench\` (scripts/bench.sh); reports, plots and logs in \`${OUT#"$ROOT"/}\`."
+  echo
+  echo "- Machine: \`nproc\` $(nproc); memory (\`free -m\`) $mem_line; $(uname -sr); load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "- Binaries: $PROFILE (\`STACK_PROFILE=$PROFILE\`), commit $git_rev; services log at \`${BENCH_RUST_LOG:-info}\`, spans exported to the local Jaeger."
+  echo "- PostgreSQL $(pg_setting server_version): fsync $(pg_setting fsync), synchronous_commit $(pg_setting synchronous_commit), shared_buffers $(pg_setting shared_buffers), max_connections $(pg_setting max_connections); one server for all six databases."
+  echo "- Kafka: one KRaft broker ($(basename "$(dirname "${ORDERSAGA_KAFKA_LIBS:-unknown/libs}")")), topics of config/topics.txt."
+  echo "- Load: open loop, mix \`$MIX\`, seed $SEED, 100 products, 1000 customers, 4 HTTP/2 connections, drain timeout $DRAIN s."
+  echo
+  "$LOADGEN" markdown "${RUN_FILES[@]}"
+  echo
+  echo "PostgreSQL during each run:"
+  echo
+  pg_rates
+  echo
+  echo "$END_MARK"
+} >"$block"
+
+if [[ "$WRITE_DOCS" == 1 ]]; then
+  if grep -qF "$BEGIN_MARK" "$DOC" && grep -qF "$END_MARK" "$DOC"; then
+    awk -v block="$block" -v begin="$BEGIN_MARK" -v end="$END_MARK" '
+      $0 == begin { while ((getline line < block) > 0) print line; skipping = 1; next }
+      $0 == end { skipping = 0; next }
+      !skipping { print }' "$DOC" >"$DOC.tmp"
+    mv "$DOC.tmp" "$DOC"
+  else
+    { echo; cat "$block"; } >>"$DOC"
+  fi
+  log "results written to docs/benchmarks.md"
+fi
+cat "$block"
+log "done; the stack keeps running the $PROFILE binaries (make up restarts the debug ones)"

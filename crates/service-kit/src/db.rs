@@ -1,4 +1,5 @@
-//! The database pool and migrations of a service's own PostgreSQL database.
+//! The database pool and migrations of a service's own PostgreSQL database,
+//! taking a connection from the pool, and the errors of a service's queries.
 
 use diesel::sql_types::BigInt;
 use diesel_async::pooled_connection::AsyncDieselConnectionManager;
@@ -7,6 +8,9 @@ use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, Ru
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 pub type PgPool = Pool<AsyncPgConnection>;
+
+/// A connection taken from a [`PgPool`]; it goes back when dropped.
+pub type PooledConnection = diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>;
 
 /// Advisory lock key held while migrating, so replicas starting together
 /// migrate one at a time.
@@ -41,4 +45,58 @@ pub async fn migrate(
         .execute(&mut conn)
         .await?;
     Ok(())
+}
+
+/// A connection from `pool`. An error means the database is unavailable
+/// (no connection could be opened in time); retrying may succeed.
+pub async fn connection(pool: &PgPool) -> anyhow::Result<PooledConnection> {
+    Ok(pool.get().await?)
+}
+
+/// Stored data that breaks the domain's rules: a bug or a bad manual edit.
+#[derive(Debug, thiserror::Error)]
+#[error("stored {what_row} {key} is corrupt: {what}")]
+pub struct CorruptRow {
+    /// What the row holds, e.g. `product` or `payment of order`.
+    pub what_row: &'static str,
+    /// The row's key, e.g. the product id.
+    pub key: String,
+    /// What is wrong with it.
+    pub what: String,
+}
+
+impl CorruptRow {
+    /// The error for the row `what_row` `key`, given what is wrong: ready
+    /// for `map_err` on the domain's parse results.
+    pub fn of(what_row: &'static str, key: impl std::fmt::Display) -> impl Fn(String) -> Self {
+        let key = key.to_string();
+        move |what| Self {
+            what_row,
+            key: key.clone(),
+            what,
+        }
+    }
+}
+
+/// Why a query of a service's own tables failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRow),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_corrupt_row_names_the_row_its_key_and_what_is_wrong() {
+        let corrupt = CorruptRow::of("payment of order", 42);
+        assert_eq!(
+            corrupt("unknown status \"X\"".to_owned()).to_string(),
+            "stored payment of order 42 is corrupt: unknown status \"X\""
+        );
+    }
 }

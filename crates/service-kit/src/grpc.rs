@@ -1,4 +1,5 @@
-//! gRPC serving pieces: the server-span layer, health and reflection.
+//! gRPC serving pieces: the server-span layer, health and reflection, and
+//! the proto timestamp of a point in time.
 
 use std::time::Duration;
 
@@ -201,4 +202,29 @@ pub async fn supervise(
         shutdown.cancel();
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The proto timestamp of `at` (seconds and nanoseconds since the epoch).
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timestamp_keeps_seconds_and_sub_second_nanos() {
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).expect("time");
+        assert_eq!(
+            timestamp(at),
+            prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_456_789
+            }
+        );
+    }
 }

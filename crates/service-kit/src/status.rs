@@ -101,6 +101,16 @@ pub fn to_status(kind: ErrorKind) -> Status {
     }
 }
 
+/// `INVALID_ARGUMENT` with every violation of a request.
+pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
+    to_status(ErrorKind::InvalidArgument(violations))
+}
+
+/// `INVALID_ARGUMENT` for the one invalid field of a request.
+pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -> Status {
+    invalid_argument(vec![FieldViolation::new(field, description)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +131,21 @@ mod tests {
             .map(|v| v.field.as_str())
             .collect();
         assert_eq!(fields, ["customer_id", "items[0].quantity"]);
+    }
+
+    #[test]
+    fn one_invalid_field_is_reported_with_its_path_and_description() {
+        let status = invalid_field("order_id", "must be a UUID");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad_request = status
+            .get_details_bad_request()
+            .expect("bad request details");
+        assert_eq!(bad_request.field_violations.len(), 1);
+        assert_eq!(bad_request.field_violations[0].field, "order_id");
+        assert_eq!(
+            bad_request.field_violations[0].description,
+            "must be a UUID"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Test harness shared by every integration and end-to-end test. Tests run
 //! against the real PostgreSQL and Kafka started by `scripts/infra.sh`; the
 //! addresses come from the environment that `scripts/infra.sh env` prints,
-//! with the same defaults.
+//! with the same defaults. [`ServiceHarness`] is the world of one service
+//! test: its database, its topics, and the other services' part on Kafka.
 
+mod harness;
 mod kafka;
 mod postgres;
 
@@ -16,6 +18,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+pub use harness::{OutboxMessage, ServiceHarness};
 pub use kafka::PrivateKafka;
 pub use postgres::PrivatePostgres;
 

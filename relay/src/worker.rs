@@ -1,6 +1,9 @@
 //! One database's publishing loop: take the lease, then publish committed
-//! outbox rows in id order, deleting each only after Kafka acknowledged it.
+//! outbox rows in id order, deleting each only after Kafka acknowledged it
+//! and parking each that Kafka refuses for good (with the later rows of its
+//! key). Reports the outbox's gauges every few seconds.
 
+use std::collections::BTreeMap;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
@@ -9,7 +12,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::publisher::Publisher;
+use crate::publisher::{Delivery, Publisher};
 
 /// Advisory lock key of the relay lease; one per database, held by the
 /// active relay's session and released by Postgres when that session ends.
@@ -20,6 +23,9 @@ const LEASE_RETRY: Duration = Duration::from_secs(1);
 /// Pause after a failed batch or a lost connection, doubling up to the maximum.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the backlog, its oldest row's age and the parked rows are
+/// counted for the gauges.
+const STATS_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -56,9 +62,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let database = database_name(&url);
+    let gauges = Gauges::new(&database);
     let mut backoff = MIN_BACKOFF;
     while !shutdown.is_cancelled() {
-        match session(&url, &database, &publisher, &settings, &shutdown).await {
+        let result = session(&url, &database, &publisher, &settings, &gauges, &shutdown).await;
+        gauges.lease_held.set(0.0);
+        match result {
             Ok(()) => break,
             Err(error) => {
                 tracing::warn!(%database, error = %format!("{error:#}"), backoff_ms = backoff.as_millis(), "relay session ended, reconnecting");
@@ -73,6 +82,68 @@ pub async fn run(
     tracing::info!(%database, "relay stopped");
 }
 
+/// The gauges of one database's outbox.
+struct Gauges {
+    database: String,
+    backlog: metrics::Gauge,
+    oldest_age: metrics::Gauge,
+    parked: metrics::Gauge,
+    lease_held: metrics::Gauge,
+    batch_size: metrics::Histogram,
+}
+
+impl Gauges {
+    fn new(database: &str) -> Self {
+        let label = || ("database", database.to_owned());
+        Self {
+            database: database.to_owned(),
+            backlog: metrics::gauge!("outbox_backlog", &[label()]),
+            oldest_age: metrics::gauge!("outbox_oldest_age_seconds", &[label()]),
+            parked: metrics::gauge!("outbox_parked", &[label()]),
+            lease_held: metrics::gauge!("relay_lease_held", &[label()]),
+            batch_size: metrics::histogram!("relay_batch_size", &[label()]),
+        }
+    }
+
+    fn report(&self, stats: &outbox::Stats) {
+        self.backlog.set(stats.backlog as f64);
+        self.oldest_age.set(stats.oldest_age_seconds.unwrap_or(0.0));
+        self.parked.set(stats.parked as f64);
+    }
+
+    /// Counts a batch's outcomes: published per topic, errors per reason.
+    fn count(&self, rows: &[outbox::FetchedRow], deliveries: &[Delivery]) {
+        let mut published: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut errors: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for (fetched, delivery) in rows.iter().zip(deliveries) {
+            match delivery {
+                Delivery::Acked => *published.entry(fetched.row.topic.as_str()).or_default() += 1,
+                Delivery::Refused { reason, .. }
+                | Delivery::Failed {
+                    reason: Some(reason),
+                } => *errors.entry(reason).or_default() += 1,
+                Delivery::Held | Delivery::Failed { reason: None } => {}
+            }
+        }
+        for (topic, n) in published {
+            metrics::counter!(
+                "relay_published_total",
+                "database" => self.database.clone(),
+                "topic" => topic.to_owned(),
+            )
+            .increment(n);
+        }
+        for (reason, n) in errors {
+            metrics::counter!(
+                "relay_publish_errors_total",
+                "database" => self.database.clone(),
+                "reason" => reason,
+            )
+            .increment(n);
+        }
+    }
+}
+
 /// One connection's life: wait for the lease, then publish until shutdown or
 /// an error. The lease dies with the connection.
 async fn session(
@@ -80,6 +151,7 @@ async fn session(
     database: &str,
     publisher: &Publisher,
     settings: &WorkerSettings,
+    gauges: &Gauges,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
     let mut conn = AsyncPgConnection::establish(url).await?;
@@ -98,6 +170,7 @@ async fn session(
         .execute(&mut conn)
         .await?;
     let mut standby_logged = false;
+    gauges.lease_held.set(0.0);
     loop {
         if try_lease(&mut conn).await? {
             break;
@@ -112,26 +185,64 @@ async fn session(
         }
     }
     tracing::info!(%database, "lease acquired, publishing");
+    gauges.lease_held.set(1.0);
     diesel::sql_query("LISTEN outbox")
         .execute(&mut conn)
         .await?;
 
+    // Whether rows are parked; only the lease holder parks, so between two
+    // counts this only grows by what this session parks.
+    let mut parked = 0;
+    let mut stats_due = Instant::now();
     let mut backoff = MIN_BACKOFF;
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
         }
+        if Instant::now() >= stats_due {
+            let stats = outbox::stats(&mut conn).await?;
+            gauges.report(&stats);
+            parked = stats.parked;
+            stats_due = Instant::now() + STATS_INTERVAL;
+        }
         drain_notifications(&mut conn);
         let started = Instant::now();
-        let rows = outbox::fetch_batch(&mut conn, settings.batch_size).await?;
+        let rows: Vec<outbox::FetchedRow> = if parked > 0 {
+            outbox::fetch_batch_with_holds(&mut conn, settings.batch_size).await?
+        } else {
+            outbox::fetch_batch(&mut conn, settings.batch_size)
+                .await?
+                .into_iter()
+                .map(|row| outbox::FetchedRow { row, held: false })
+                .collect()
+        };
         if rows.is_empty() {
             wait_for_rows(&mut conn, settings.poll_interval, shutdown).await?;
             continue;
         }
+        gauges.batch_size.record(rows.len() as f64);
         let fetched = Instant::now();
-        let acked = publisher.publish(&rows).await;
+        let deliveries = publisher.publish(&rows).await;
         let published = Instant::now();
+        let mut acked = Vec::with_capacity(rows.len());
+        let mut refused = Vec::new();
+        let mut held = Vec::new();
+        let mut failed = 0;
+        for (fetched, delivery) in rows.iter().zip(&deliveries) {
+            match delivery {
+                Delivery::Acked => acked.push(fetched.row.id),
+                Delivery::Refused { error, .. } => refused.push((fetched.row.id, error.clone())),
+                Delivery::Held => held.push(fetched.row.id),
+                Delivery::Failed { .. } => failed += 1,
+            }
+        }
         outbox::delete(&mut conn, &acked).await?;
+        let newly_parked = outbox::park(&mut conn, &refused, &held).await?;
+        if newly_parked > 0 {
+            parked += i64::try_from(newly_parked).unwrap_or(i64::MAX);
+            tracing::warn!(%database, refused = refused.len(), held_behind = newly_parked - refused.len().min(newly_parked), "outbox rows parked");
+        }
+        gauges.count(&rows, &deliveries);
         tracing::debug!(
             %database,
             published = acked.len(),
@@ -141,10 +252,10 @@ async fn session(
             delete_us = published.elapsed().as_micros(),
             "outbox batch published"
         );
-        if acked.len() == rows.len() {
+        if failed == 0 {
             backoff = MIN_BACKOFF;
         } else {
-            // Kafka refused some rows; they stay and are retried after a pause.
+            // Kafka did not take some rows for now; they stay and are retried after a pause.
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 () = shutdown.cancelled() => return Ok(()),

@@ -265,3 +265,186 @@ async fn a_standby_relay_takes_over_when_the_active_one_is_killed() {
         );
     }
 }
+
+async fn parked_rows(db: &TestDatabase) -> Vec<outbox::ParkedRow> {
+    let mut conn = db.connect().await.expect("connect");
+    outbox::parked(&mut conn, 100).await.expect("parked rows")
+}
+
+async fn outbox_ids(db: &TestDatabase) -> Vec<i64> {
+    let mut conn = db.connect().await.expect("connect");
+    outbox::fetch_batch(&mut conn, 100)
+        .await
+        .expect("outbox rows")
+        .into_iter()
+        .map(|row| row.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_kafka_refuses_is_parked_with_its_error_while_other_keys_are_published() {
+    let db = outbox_database("relay_park").await;
+    let topic = create_topic("relay-park", 3).await.expect("topic");
+    let consumer = tail(&topic).await.expect("consumer");
+    // Over the producer's 1 MB message limit (and the broker's default).
+    let mut too_large = message(&topic, "order-big", 0);
+    too_large.payload = vec![7u8; 2 * 1024 * 1024];
+    let messages = vec![
+        message(&topic, "order-a", 0),
+        too_large.clone(),
+        message(&topic, "order-a", 1),
+        message(&topic, "order-big", 1),
+        message(&topic, "order-c", 0),
+    ];
+    enqueue_each(&db, &messages).await;
+    let relay = Relay::build(relay_config(&db, 100)).await.expect("relay");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run_until_stopped(shutdown.clone()));
+
+    let received = receive_until(&consumer, Duration::from_secs(30), |r| r.len() >= 3)
+        .await
+        .expect("the other keys are published");
+    let payloads: BTreeSet<String> = received.iter().map(payload).collect();
+    assert_eq!(
+        payloads,
+        BTreeSet::from(["order-a:0".into(), "order-a:1".into(), "order-c:0".into()])
+    );
+    let mut conn = db.connect().await.expect("connect");
+    eventually(Duration::from_secs(10), "outbox emptied", async || {
+        Ok((count_rows(&mut conn, "outbox").await? == 0).then_some(()))
+    })
+    .await
+    .expect("nothing is left stalling the outbox");
+    let parked = parked_rows(&db).await;
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert_eq!(parked[0].message_id, too_large.message_id);
+    assert!(
+        parked[0].error.to_lowercase().contains("too large"),
+        "the error is recorded: {}",
+        parked[0].error
+    );
+    assert_eq!(parked[0].held_behind, None);
+    assert_eq!(
+        parked[1].message_id, messages[3].message_id,
+        "the later row of the refused key waits behind it"
+    );
+    assert_eq!(parked[1].held_behind, Some(parked[0].id));
+
+    // A row of the parked key enqueued later is held too, not published.
+    let later = message(&topic, "order-big", 2);
+    enqueue_each(&db, std::slice::from_ref(&later)).await;
+    let last = message(&topic, "order-d", 0);
+    enqueue_each(&db, std::slice::from_ref(&last)).await;
+    let after = receive_until(&consumer, Duration::from_secs(30), |r| !r.is_empty())
+        .await
+        .expect("a later row of another key is published");
+    assert_eq!(after.iter().map(payload).collect::<Vec<_>>(), ["order-d:0"]);
+    eventually(Duration::from_secs(10), "later row parked", async || {
+        Ok((parked_rows(&db).await.len() == 3).then_some(()))
+    })
+    .await
+    .expect("the later row of the parked key is parked behind it");
+
+    // Re-queued (with the relay stopped, to look at the outbox): the key's
+    // rows go back under their original ids, in order.
+    shutdown.cancel();
+    running.await.expect("join").expect("relay stops cleanly");
+    let ids: Vec<i64> = parked_rows(&db).await.iter().map(|p| p.id).collect();
+    assert_eq!(
+        outbox::requeue(&mut conn, ids[1]).await.expect("requeue"),
+        3,
+        "every parked row of the key"
+    );
+    assert_eq!(outbox_ids(&db).await, ids);
+    assert!(parked_rows(&db).await.is_empty());
+    assert_eq!(
+        outbox::requeue(&mut conn, ids[0]).await.expect("requeue"),
+        0,
+        "nothing parked any more"
+    );
+
+    // The cause is not fixed here, so the relay parks them again.
+    let relay = Relay::build(relay_config(&db, 100)).await.expect("relay");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run_until_stopped(shutdown.clone()));
+    eventually(Duration::from_secs(30), "rows parked again", async || {
+        Ok((parked_rows(&db).await.len() == 3).then_some(()))
+    })
+    .await
+    .expect("parked again");
+    shutdown.cancel();
+    running.await.expect("join").expect("relay stops cleanly");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_for_a_missing_topic_is_parked_and_published_once_the_topic_exists_and_it_is_requeued()
+ {
+    let db = outbox_database("relay_missing").await;
+    let missing = test_support::unique("relay-missing").replace('_', "-");
+    let first = message(&missing, "order-m", 0);
+    let second = message(&missing, "order-m", 1);
+    enqueue_each(&db, &[first.clone(), second.clone()]).await;
+    let relay = Relay::build(relay_config(&db, 100)).await.expect("relay");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run_until_stopped(shutdown.clone()));
+
+    // The relay waits TOPIC_PROPAGATION_MS (10 s) for a topic to appear
+    // before its rows count as refused.
+    let parked = eventually(Duration::from_secs(60), "rows parked", async || {
+        let parked = parked_rows(&db).await;
+        Ok((parked.len() == 2).then_some(parked))
+    })
+    .await
+    .expect("parked");
+    assert_eq!(parked[0].message_id, first.message_id);
+    assert!(
+        parked[0].error.to_lowercase().contains("unknown topic"),
+        "{}",
+        parked[0].error
+    );
+    assert_eq!(parked[1].message_id, second.message_id);
+
+    // The operator creates the topic and re-queues the key.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", test_support::kafka_brokers())
+            .create()
+            .expect("admin");
+    admin
+        .create_topics(
+            &[rdkafka::admin::NewTopic::new(
+                &missing,
+                1,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )],
+            &rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("create topic")
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .expect("topic created");
+    let consumer = eventually(Duration::from_secs(10), "topic metadata", async || {
+        Ok(tail(&missing).await.ok())
+    })
+    .await
+    .expect("consumer");
+    let mut conn = db.connect().await.expect("connect");
+    assert_eq!(
+        outbox::requeue(&mut conn, parked[0].id)
+            .await
+            .expect("requeue"),
+        2
+    );
+    let received = receive_until(&consumer, Duration::from_secs(60), |r| r.len() >= 2)
+        .await
+        .expect("published after the re-queue");
+    assert_eq!(
+        received.iter().map(payload).collect::<Vec<_>>(),
+        ["order-m:0", "order-m:1"],
+        "in order"
+    );
+    assert!(parked_rows(&db).await.is_empty());
+    shutdown.cancel();
+    running.await.expect("join").expect("relay stops cleanly");
+}

@@ -324,10 +324,13 @@ async fn run_lane(
         } else {
             process_batch(&ctx, &batch, &metrics).await
         };
+        // `store_offset` (rd_kafka_offset_store) stores `offset + 1` itself:
+        // pass the last handled message's own offset, or a restarted or
+        // rebalanced consumer skips the message after it.
         if let Some(last) = done.checked_sub(1).map(|i| &batch[i])
-            && let Err(error) =
-                ctx.consumer
-                    .store_offset(&last.topic, last.partition, last.offset + 1)
+            && let Err(error) = ctx
+                .consumer
+                .store_offset(&last.topic, last.partition, last.offset)
         {
             // The partition moved to another member; it redelivers, the inbox deduplicates.
             tracing::debug!(%error, topic = %last.topic, partition = last.partition, "offset not stored");

@@ -4,9 +4,10 @@
 //! through the outbox, and never commit themselves.
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use service_kit::db::PgPool;
+use domain_types::PageSize;
+use service_kit::db::{DbError, PgPool, PooledConnection};
 
-use crate::db::{self, DbError};
+use crate::db;
 use crate::domain::{
     self, AdjustError, NewProduct, OrderId, PageCursor, Product, ProductId, ReleasePlan,
     Reservation, ReserveAnswer, ReserveRequest, StockDelta, TotalOverflow,
@@ -51,14 +52,10 @@ impl Catalogue {
         Self { pool }
     }
 
-    async fn connection(
-        &self,
-    ) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>, AppError>
-    {
-        self.pool
-            .get()
+    async fn connection(&self) -> Result<PooledConnection, AppError> {
+        service_kit::db::connection(&self.pool)
             .await
-            .map_err(|error| AppError::Unavailable(error.into()))
+            .map_err(AppError::Unavailable)
     }
 
     #[tracing::instrument(name = "inventory.create_product", skip_all, fields(product_id = %new.id))]
@@ -83,20 +80,14 @@ impl Catalogue {
     pub async fn list(
         &self,
         after: Option<PageCursor>,
-        page_size: usize,
+        page_size: PageSize,
     ) -> Result<(Vec<Product>, Option<PageCursor>), AppError> {
         let mut conn = self.connection().await?;
-        let limit = i64::try_from(page_size + 1).unwrap_or(i64::MAX);
-        let mut products = db::list_products(&mut conn, after.as_ref(), limit).await?;
-        let next = if products.len() > page_size {
-            products.truncate(page_size);
-            products.last().map(|last| PageCursor {
-                after: last.id.clone(),
-            })
-        } else {
-            None
-        };
-        Ok((products, next))
+        let products =
+            db::list_products(&mut conn, after.as_ref(), page_size.fetch_limit()).await?;
+        Ok(page_size.split(products, |last| PageCursor {
+            after: last.id.clone(),
+        }))
     }
 
     /// Adds `delta` to the stock under the product's row lock.

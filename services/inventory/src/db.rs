@@ -4,10 +4,11 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use service_kit::db::{CorruptRow, DbError};
 use uuid::Uuid;
 
 use crate::domain::{
-    Currency, FailureReason, LockedProduct, Money, NewProduct, OrderId, PageCursor, Product,
+    self, Currency, FailureReason, LockedProduct, Money, NewProduct, OrderId, PageCursor, Product,
     ProductId, Quantity, Refusal, Reservation, ReservationStatus, ReservedLine, Stock,
 };
 use crate::schema::{products, reservation_lines, reservations};
@@ -44,23 +45,6 @@ struct LineRow {
     quantity: i32,
     unit_price_minor: i64,
     currency: String,
-}
-
-/// Stored data that breaks the domain's rules: a bug or a bad manual edit.
-#[derive(Debug, thiserror::Error)]
-#[error("stored {what_row} {key} is corrupt: {what}")]
-pub struct CorruptRow {
-    pub what_row: &'static str,
-    pub key: String,
-    pub what: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
-    #[error(transparent)]
-    Corrupt(#[from] CorruptRow),
 }
 
 /// Inserts the product; `None`, writing nothing, when the id is taken.
@@ -326,32 +310,24 @@ async fn assemble(
 }
 
 fn product_to_domain(row: ProductRow) -> Result<Product, DbError> {
-    let corrupt = |what: String| CorruptRow {
-        what_row: "product",
-        key: row.id.clone(),
-        what,
-    };
+    let corrupt = CorruptRow::of("product", &row.id);
     Ok(Product {
-        id: ProductId::parse(&row.id).map_err(corrupt)?,
+        id: ProductId::parse(&row.id).map_err(&corrupt)?,
         name: row.name.clone(),
         description: row.description.clone(),
-        unit_price: money(row.unit_price_minor, &row.currency).map_err(corrupt)?,
-        stock: Stock::parse(row.stock).map_err(corrupt)?,
+        unit_price: money(row.unit_price_minor, &row.currency).map_err(&corrupt)?,
+        stock: Stock::parse(row.stock).map_err(&corrupt)?,
         created_at: row.created_at,
         updated_at: row.updated_at,
     })
 }
 
 fn money(minor_units: i64, currency: &str) -> Result<Money, String> {
-    Money::new(minor_units, Currency::parse(currency)?)
+    domain::unit_price(minor_units, Currency::parse(currency)?)
 }
 
 fn reservation_to_domain(row: ReservationRow, lines: Vec<LineRow>) -> Result<Reservation, DbError> {
-    let corrupt = |what: String| CorruptRow {
-        what_row: "reservation",
-        key: row.order_id.to_string(),
-        what,
-    };
+    let corrupt = CorruptRow::of("reservation", row.order_id);
     let status = ReservationStatus::parse(&row.status)
         .ok_or_else(|| corrupt(format!("unknown status {:?}", row.status)))?;
     let failure = match &row.failure_reason {
@@ -364,16 +340,16 @@ fn reservation_to_domain(row: ReservationRow, lines: Vec<LineRow>) -> Result<Res
                 .as_deref()
                 .map(ProductId::parse)
                 .transpose()
-                .map_err(corrupt)?,
+                .map_err(&corrupt)?,
         }),
     };
     let lines = lines
         .into_iter()
         .map(|line| {
             Ok(ReservedLine {
-                product_id: ProductId::parse(&line.product_id).map_err(corrupt)?,
-                quantity: Quantity::parse(line.quantity).map_err(corrupt)?,
-                unit_price: money(line.unit_price_minor, &line.currency).map_err(corrupt)?,
+                product_id: ProductId::parse(&line.product_id).map_err(&corrupt)?,
+                quantity: Quantity::parse(line.quantity).map_err(&corrupt)?,
+                unit_price: money(line.unit_price_minor, &line.currency).map_err(&corrupt)?,
             })
         })
         .collect::<Result<_, CorruptRow>>()?;

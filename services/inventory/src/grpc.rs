@@ -1,8 +1,12 @@
 //! The gRPC edge: parses requests into domain types, calls the application
 //! layer, and maps results and errors back to proto and `tonic::Status`.
 
+use domain_types::{PageSize, parse_multiline_text, parse_text};
 use proto::inventory::v1 as api;
-use service_kit::status::{ErrorKind, FieldViolation, Violations, to_status};
+use service_kit::grpc::timestamp;
+use service_kit::status::{
+    ErrorKind, FieldViolation, Violations, invalid_argument as invalid, invalid_field, to_status,
+};
 use tonic::{Request, Response, Status};
 
 use crate::app::{AppError, Catalogue};
@@ -10,9 +14,6 @@ use crate::domain::{
     self, AdjustError, Currency, Money, NewProduct, OrderId, PageCursor, Product, ProductId,
     Reservation, ReservationStatus, Stock, StockDelta,
 };
-
-const DEFAULT_PAGE_SIZE: usize = 20;
-const MAX_PAGE_SIZE: usize = 100;
 
 pub struct InventoryApi {
     catalogue: Catalogue,
@@ -40,7 +41,7 @@ impl api::inventory_service_server::InventoryService for InventoryApi {
         request: Request<api::GetProductRequest>,
     ) -> Result<Response<api::Product>, Status> {
         let id = ProductId::parse(&request.into_inner().product_id)
-            .map_err(|d| invalid(vec![FieldViolation::new("product_id", d)]))?;
+            .map_err(|d| invalid_field("product_id", d))?;
         let product = self.catalogue.get(&id).await.map_err(app_status)?;
         Ok(Response::new(product_to_proto(&product)))
     }
@@ -51,7 +52,7 @@ impl api::inventory_service_server::InventoryService for InventoryApi {
     ) -> Result<Response<api::ListProductsResponse>, Status> {
         let request = request.into_inner();
         let mut v = Violations::new();
-        let page_size = v.check("page_size", parse_page_size(request.page_size));
+        let page_size = v.check("page_size", PageSize::parse(request.page_size));
         let after = if request.page_token.is_empty() {
             Some(None)
         } else {
@@ -96,7 +97,7 @@ impl api::inventory_service_server::InventoryService for InventoryApi {
         request: Request<api::GetReservationRequest>,
     ) -> Result<Response<api::Reservation>, Status> {
         let order_id = OrderId::parse(&request.into_inner().order_id)
-            .map_err(|d| invalid(vec![FieldViolation::new("order_id", d)]))?;
+            .map_err(|d| invalid_field("order_id", d))?;
         let reservation = self
             .catalogue
             .reservation(order_id)
@@ -106,20 +107,6 @@ impl api::inventory_service_server::InventoryService for InventoryApi {
             .map(Response::new)
             .map_err(app_status)
     }
-}
-
-fn parse_page_size(raw: i32) -> Result<usize, String> {
-    match raw {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => usize::try_from(n)
-            .ok()
-            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| format!("must be between 1 and {MAX_PAGE_SIZE}, or 0 for the default")),
-    }
-}
-
-fn invalid(violations: Vec<FieldViolation>) -> Status {
-    to_status(ErrorKind::InvalidArgument(violations))
 }
 
 /// The one mapping from application errors to gRPC status.
@@ -152,32 +139,22 @@ impl TryFrom<api::CreateProductRequest> for NewProduct {
     fn try_from(request: api::CreateProductRequest) -> Result<Self, Self::Error> {
         let mut v = Violations::new();
         let id = v.check("product_id", ProductId::parse(&request.product_id));
-        let name = v.check(
-            "name",
-            domain::parse_text(&request.name, 1, domain::MAX_NAME_LEN, false),
-        );
+        let name = v.check("name", parse_text(&request.name, 1, domain::MAX_NAME_LEN));
         let description = v.check(
             "description",
-            domain::parse_text(&request.description, 0, domain::MAX_DESCRIPTION_LEN, true),
+            parse_multiline_text(&request.description, 0, domain::MAX_DESCRIPTION_LEN),
         );
         let unit_price = match &request.unit_price {
             None => v.check("unit_price", Err::<Money, _>("is required".to_owned())),
             Some(price) => {
                 let minor = v.check(
                     "unit_price.minor_units",
-                    if price.minor_units < 0 {
-                        Err("must not be negative".to_owned())
-                    } else {
-                        Ok(price.minor_units)
-                    },
+                    Money::check_non_negative(price.minor_units),
                 );
                 let currency = v.check("unit_price.currency", Currency::parse(&price.currency));
-                match (minor, currency) {
-                    (Some(minor), Some(currency)) => {
-                        v.check("unit_price", Money::new(minor, currency))
-                    }
-                    _ => None,
-                }
+                minor
+                    .zip(currency)
+                    .map(|(minor, currency)| Money::new(minor, currency))
             }
         };
         let stock = v.check("stock", Stock::parse(request.stock));
@@ -195,13 +172,6 @@ impl TryFrom<api::CreateProductRequest> for NewProduct {
             }
             _ => Err(v.into_vec()),
         }
-    }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

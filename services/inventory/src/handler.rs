@@ -6,9 +6,9 @@ use consumer::{Handler, HandlerError, Incoming};
 use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
 use proto::messages::v1::{ReleaseStock, ReserveStock};
+use service_kit::db::DbError;
 
 use crate::app::{AppError, Reservations};
-use crate::db::DbError;
 use crate::domain::{OrderId, OrderLine, ProductId, Quantity, ReserveRequest};
 
 pub struct InventoryHandler {

@@ -16,11 +16,9 @@ mod schema;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use futures::FutureExt as _;
 use proto::inventory::v1::inventory_service_server::{InventoryServiceServer, SERVICE_NAME};
-use service_kit::db::PgPool;
-use tokio::net::TcpListener;
+use service_kit::serving::{Foundation, GrpcApi};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -30,8 +28,7 @@ pub const CONSUMER_NAME: &str = "inventory";
 
 /// A built service: migrated database, pool and bound listener.
 pub struct Application {
-    listener: TcpListener,
-    pool: PgPool,
+    foundation: Foundation,
     config: Config,
 }
 
@@ -39,30 +36,18 @@ impl Application {
     /// Migrates the database, opens the pool and binds the listener (port 0
     /// picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        service_kit::db::migrate(
-            &config.database.database_url,
+        let foundation = Foundation::build(
+            "inventory",
+            &config.database,
             [outbox::MIGRATIONS, consumer::MIGRATIONS, db::MIGRATIONS],
+            config.listen_addr,
         )
-        .await
-        .context("cannot migrate the inventory database")?;
-        let pool = service_kit::db::pool(
-            &config.database.database_url,
-            config.database.database_pool_size,
-        )?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-        Ok(Self {
-            listener,
-            pool,
-            config,
-        })
+        .await?;
+        Ok(Self { foundation, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen_addr)
+        self.foundation.local_addr()
     }
 
     /// Serves gRPC and consumes the saga's commands until `shutdown` is
@@ -72,17 +57,14 @@ impl Application {
         let addr = self.local_addr();
         tracing::info!(%addr, "inventory service listening");
         let kafka = &self.config.kafka;
-        let routes = tonic::service::Routes::new(InventoryServiceServer::new(
-            grpc::InventoryApi::new(app::Catalogue::new(self.pool.clone())),
-        ));
-        let grpc = service_kit::grpc::serve(
-            self.listener,
-            routes,
-            vec![SERVICE_NAME.to_owned()],
-            proto::FILE_DESCRIPTOR_SET,
-            shutdown.clone(),
-            self.config.shutdown.grace(),
-        );
+        let pool = self.foundation.pool().clone();
+        let api = GrpcApi {
+            routes: tonic::service::Routes::new(InventoryServiceServer::new(
+                grpc::InventoryApi::new(app::Catalogue::new(pool.clone())),
+            )),
+            service_name: SERVICE_NAME,
+            file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+        };
         let handler = handler::InventoryHandler::new(app::Reservations::new(
             kafka.topic(proto::topics::SAGA_REPLIES),
         ));
@@ -92,14 +74,17 @@ impl Application {
                 CONSUMER_NAME,
                 &[proto::topics::INVENTORY_COMMANDS],
             ),
-            self.pool,
+            pool,
             Arc::new(handler),
             shutdown.clone(),
         );
-        service_kit::grpc::supervise(
-            shutdown,
-            vec![("grpc", grpc.boxed()), ("consumer", consumer.boxed())],
-        )
-        .await
+        self.foundation
+            .run_until_stopped(
+                api,
+                vec![("consumer", consumer.boxed())],
+                self.config.shutdown.grace(),
+                shutdown,
+            )
+            .await
     }
 }

@@ -5,17 +5,13 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use prost::Message as _;
 use proto::inventory::v1 as api;
 use proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use proto::messages::v1 as msg;
-use rdkafka::producer::FutureProducer;
-use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
-use test_support::{TestDatabase, count_rows, eventually};
-use tokio_util::sync::CancellationToken;
+use service_kit::config::TelemetryArgs;
+use test_support::{OutboxMessage, ServiceHarness, eventually};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -23,16 +19,7 @@ pub const WAIT: Duration = Duration::from_secs(60);
 
 pub struct TestApp {
     pub client: InventoryServiceClient<Channel>,
-    pub db: TestDatabase,
-    pub prefix: String,
-    producer: FutureProducer,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    pub harness: ServiceHarness,
 }
 
 /// A reply the service wrote to its outbox for the saga.
@@ -54,40 +41,25 @@ impl Reply {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let db = TestDatabase::create("inventory")
+    let harness = ServiceHarness::create("inventory")
         .await
-        .expect("test database");
-    let prefix = test_support::topic_namespace()
-        .await
-        .expect("topic namespace");
+        .expect("test database and topics");
     let config = inventory_service::Config {
-        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database: DatabaseArgs {
-            database_url: db.url.clone(),
-            database_pool_size: 16,
-        },
-        kafka: KafkaArgs::new(test_support::kafka_brokers(), prefix.clone()),
+        listen_addr: harness.listen_addr(),
+        database: harness.database(16),
+        kafka: harness.kafka(),
         telemetry: TelemetryArgs::quiet(),
-        shutdown: ShutdownArgs {
-            shutdown_grace_seconds: 1,
-        },
+        shutdown: harness.shutdown_args(),
     };
     let app = inventory_service::Application::build(config)
         .await
         .expect("app builds");
     let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    harness.spawn(|shutdown| app.run_until_stopped(shutdown));
     let client = InventoryServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("client connects");
-    TestApp {
-        client,
-        db,
-        prefix,
-        producer: test_support::producer().expect("producer"),
-        shutdown,
-    }
+    TestApp { client, harness }
 }
 
 pub fn product_request(
@@ -159,50 +131,35 @@ impl TestApp {
     /// Sends a command to the inventory's command topic with a new message id,
     /// as the orchestrator (re-)sends it.
     pub async fn send<M: prost::Message + prost::Name>(&self, key: Uuid, command: &M) {
-        self.send_raw(key, &M::full_name(), &command.encode_to_vec())
-            .await;
+        self.harness
+            .send(proto::topics::INVENTORY_COMMANDS, &key.to_string(), command)
+            .await
+            .expect("command sent");
     }
 
     pub async fn send_raw(&self, key: Uuid, message_type: &str, payload: &[u8]) {
-        test_support::send(
-            &self.producer,
-            &format!("{}{}", self.prefix, proto::topics::INVENTORY_COMMANDS),
-            &key.to_string(),
-            message_type,
-            Uuid::now_v7(),
-            payload,
-        )
-        .await
-        .expect("command sent");
+        self.harness
+            .send_raw(
+                proto::topics::INVENTORY_COMMANDS,
+                &key.to_string(),
+                message_type,
+                payload,
+            )
+            .await
+            .expect("command sent");
     }
 
     /// Every reply in the outbox so far, in the order written.
     pub async fn replies(&self) -> Vec<Reply> {
-        let topic = format!("{}{}", self.prefix, proto::topics::SAGA_REPLIES);
-        let mut conn = self.db.connect().await.expect("connect");
-        let rows = outbox::fetch_batch(&mut conn, 10_000)
+        self.harness
+            .outbox(proto::topics::SAGA_REPLIES)
             .await
-            .expect("outbox rows");
-        rows.into_iter()
-            .filter(|row| row.topic == topic)
-            .map(|row| {
-                let payload = row.payload.as_slice();
-                let reply = match row.message_type.as_str() {
-                    t if t == <msg::StockReserved as prost::Name>::full_name() => {
-                        Reply::Reserved(msg::StockReserved::decode(payload).expect("decodes"))
-                    }
-                    t if t == <msg::StockReservationFailed as prost::Name>::full_name() => {
-                        Reply::Failed(
-                            msg::StockReservationFailed::decode(payload).expect("decodes"),
-                        )
-                    }
-                    t if t == <msg::StockReleased as prost::Name>::full_name() => {
-                        Reply::Released(msg::StockReleased::decode(payload).expect("decodes"))
-                    }
-                    other => panic!("unexpected reply type {other}"),
-                };
+            .expect("outbox rows")
+            .iter()
+            .map(|written| {
+                let reply = decode_reply(written);
                 assert_eq!(
-                    row.message_key,
+                    written.key,
                     reply.order_id(),
                     "replies are keyed by order id"
                 );
@@ -238,7 +195,19 @@ impl TestApp {
     }
 
     pub async fn rows(&self, table: &str) -> i64 {
-        let mut conn = self.db.connect().await.expect("connect");
-        count_rows(&mut conn, table).await.expect("count")
+        self.harness.rows(table).await.expect("count")
     }
+}
+
+fn decode_reply(written: &OutboxMessage) -> Reply {
+    let decoded = if written.is::<msg::StockReserved>() {
+        written.decode().map(Reply::Reserved)
+    } else if written.is::<msg::StockReservationFailed>() {
+        written.decode().map(Reply::Failed)
+    } else if written.is::<msg::StockReleased>() {
+        written.decode().map(Reply::Released)
+    } else {
+        panic!("unexpected reply type {}", written.message_type)
+    };
+    decoded.expect("decodes")
 }

@@ -1,6 +1,116 @@
-//! The saga orchestrator. Today it holds the saga definition: a pure state
-//! machine ([`saga`]) that, given a saga's state and an incoming reply or
-//! timeout, returns the new state and the commands to send. Persistence,
-//! Kafka and the timeout scanner wrap around it without changing it.
+//! The saga orchestrator: starts an order's saga on `OrderCreated`, applies
+//! every participant's reply and order event to it, sends the resulting
+//! commands through its outbox, scans for missed deadlines, and serves the
+//! sagas (and operator actions) over gRPC. The saga itself is a pure state
+//! machine ([`saga`]); persistence, Kafka and the scanner wrap around it.
 
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod grpc;
+pub mod handler;
+pub mod messages;
+pub mod record;
 pub mod saga;
+pub mod scanner;
+mod schema;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use futures::FutureExt as _;
+use proto::orchestrator::v1::orchestrator_service_server::{
+    OrchestratorServiceServer, SERVICE_NAME,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// The consumer name: the inbox's consumer and the Kafka consumer group.
+pub const CONSUMER_NAME: &str = "orchestrator";
+
+/// A built service: migrated database, pool and bound listener.
+pub struct Application {
+    listener: TcpListener,
+    sagas: app::Sagas,
+    pool: service_kit::db::PgPool,
+    config: Config,
+}
+
+impl Application {
+    /// Migrates the database, opens the pool and binds the listener (port 0
+    /// picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        service_kit::db::migrate(
+            &config.database.database_url,
+            [outbox::MIGRATIONS, consumer::MIGRATIONS, db::MIGRATIONS],
+        )
+        .await
+        .context("cannot migrate the orchestrator database")?;
+        let pool = service_kit::db::pool(
+            &config.database.database_url,
+            config.database.database_pool_size,
+        )?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        let sagas = app::Sagas::new(
+            pool.clone(),
+            config.kafka.clone(),
+            config.timing(),
+            config.saga_deadline_scan_batch,
+        );
+        Ok(Self {
+            listener,
+            sagas,
+            pool,
+            config,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.config.listen_addr)
+    }
+
+    /// Serves gRPC, consumes order events and replies, and scans deadlines
+    /// until `shutdown` is cancelled (or one of them fails), then drains.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        tracing::info!(%addr, "orchestrator listening");
+        let routes = tonic::service::Routes::new(OrchestratorServiceServer::new(
+            grpc::OrchestratorApi::new(self.sagas.clone()),
+        ));
+        let server = service_kit::grpc::serve(
+            self.listener,
+            routes,
+            vec![SERVICE_NAME.to_owned()],
+            proto::FILE_DESCRIPTOR_SET,
+            shutdown.clone(),
+            self.config.shutdown.grace(),
+        );
+        let consumer = consumer::run(
+            consumer::ConsumerConfig::for_service(
+                &self.config.kafka,
+                CONSUMER_NAME,
+                &[proto::topics::ORDER_EVENTS, proto::topics::SAGA_REPLIES],
+            ),
+            self.pool,
+            Arc::new(handler::SagaHandler::new(self.sagas.clone())),
+            shutdown.clone(),
+        );
+        let scanner = scanner::run(self.sagas, self.config.scan_interval(), shutdown.clone());
+        service_kit::grpc::supervise(
+            shutdown,
+            vec![
+                ("grpc", server.boxed()),
+                ("consumer", consumer.boxed()),
+                ("deadline-scanner", scanner.boxed()),
+            ],
+        )
+        .await
+    }
+}

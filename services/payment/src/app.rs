@@ -4,10 +4,11 @@
 //! commit themselves); the client operations open their own.
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use domain_types::PageSize;
 use service_kit::config::KafkaArgs;
-use service_kit::db::PgPool;
+use service_kit::db::{DbError, PgPool, PooledConnection};
 
-use crate::db::{self, DbError};
+use crate::db;
 use crate::domain::{
     self, Account, Charge, ChargeReply, CustomerId, NewAccount, OrderId, PageCursor, Payment,
     PaymentId, PaymentStatus, RefundAction, TopUp, TopUpError,
@@ -56,14 +57,10 @@ impl Payments {
         }
     }
 
-    async fn connection(
-        &self,
-    ) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>, AppError>
-    {
-        self.pool
-            .get()
+    async fn connection(&self) -> Result<PooledConnection, AppError> {
+        service_kit::db::connection(&self.pool)
             .await
-            .map_err(|error| AppError::Unavailable(error.into()))
+            .map_err(AppError::Unavailable)
     }
 
     /// Charges an order once, on the caller's transaction: the first time
@@ -272,20 +269,14 @@ impl Payments {
         &self,
         customer_id: &CustomerId,
         after: Option<PageCursor>,
-        page_size: usize,
+        page_size: PageSize,
     ) -> Result<(Vec<Payment>, Option<PageCursor>), AppError> {
         let mut conn = self.connection().await?;
-        let limit = i64::try_from(page_size + 1).unwrap_or(i64::MAX);
-        let mut payments = db::list_by_customer(&mut conn, customer_id, after, limit).await?;
-        let next = if payments.len() > page_size {
-            payments.truncate(page_size);
-            payments.last().map(|last| PageCursor {
-                created_at: last.created_at,
-                payment_id: last.payment_id,
-            })
-        } else {
-            None
-        };
-        Ok((payments, next))
+        let payments =
+            db::list_by_customer(&mut conn, customer_id, after, page_size.fetch_limit()).await?;
+        Ok(page_size.split(payments, |last| PageCursor {
+            created_at: last.created_at,
+            id: last.payment_id,
+        }))
     }
 }

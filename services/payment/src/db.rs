@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use service_kit::db::{CorruptRow, DbError};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -38,23 +39,6 @@ struct PaymentRow {
     updated_at: DateTime<Utc>,
 }
 
-/// Stored data that breaks the domain's rules: a bug or a bad manual edit.
-#[derive(Debug, thiserror::Error)]
-#[error("stored {what_row} {key} is corrupt: {what}")]
-pub struct CorruptRow {
-    pub what_row: &'static str,
-    pub key: String,
-    pub what: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
-    #[error(transparent)]
-    Corrupt(#[from] CorruptRow),
-}
-
 /// Opens an account. Returns `None`, writing nothing, when the customer has
 /// one already.
 pub async fn insert_account(
@@ -64,8 +48,8 @@ pub async fn insert_account(
     let row = diesel::insert_into(accounts::table)
         .values((
             accounts::customer_id.eq(account.customer_id.as_str()),
-            accounts::balance_minor.eq(account.initial_balance.minor_units),
-            accounts::currency.eq(account.initial_balance.currency.as_str()),
+            accounts::balance_minor.eq(account.initial_balance.minor_units()),
+            accounts::currency.eq(account.initial_balance.currency().as_str()),
         ))
         .on_conflict_do_nothing()
         .returning(AccountRow::as_returning())
@@ -120,10 +104,10 @@ pub async fn credit(
     Ok(diesel::update(
         accounts::table
             .find(customer_id.as_str())
-            .filter(accounts::currency.eq(amount.currency.as_str())),
+            .filter(accounts::currency.eq(amount.currency().as_str())),
     )
     .set((
-        accounts::balance_minor.eq(accounts::balance_minor + amount.minor_units),
+        accounts::balance_minor.eq(accounts::balance_minor + amount.minor_units()),
         accounts::updated_at.eq(diesel::dsl::now),
     ))
     .returning(accounts::balance_minor)
@@ -165,8 +149,8 @@ pub async fn insert_payment(
             payments::order_id.eq(order_id.0),
             payments::payment_id.eq(payment_id.0),
             payments::customer_id.eq(customer_id.map(CustomerId::as_str)),
-            payments::amount_minor.eq(amount.map(|a| a.minor_units)),
-            payments::currency.eq(amount.map(|a| a.currency.as_str())),
+            payments::amount_minor.eq(amount.map(Money::minor_units)),
+            payments::currency.eq(amount.map(|a| a.currency().as_str())),
             payments::status.eq(status.as_str()),
             payments::failure_reason.eq(status.reason().map(|r| r.as_str())),
         ))
@@ -218,7 +202,7 @@ pub async fn list_by_customer(
                 .lt(cursor.created_at)
                 .or(payments::created_at
                     .eq(cursor.created_at)
-                    .and(payments::payment_id.lt(cursor.payment_id.0))),
+                    .and(payments::payment_id.lt(cursor.id.0))),
         );
     }
     query
@@ -230,16 +214,12 @@ pub async fn list_by_customer(
 }
 
 fn account_to_domain(row: AccountRow) -> Result<Account, DbError> {
-    let corrupt = |what: String| CorruptRow {
-        what_row: "account",
-        key: row.customer_id.clone(),
-        what,
-    };
+    let corrupt = CorruptRow::of("account", &row.customer_id);
     Ok(Account {
-        customer_id: CustomerId::parse(&row.customer_id).map_err(corrupt)?,
+        customer_id: CustomerId::parse(&row.customer_id).map_err(&corrupt)?,
         balance: Money::new(
-            Money::check_non_negative(row.balance_minor).map_err(corrupt)?,
-            Currency::parse(&row.currency).map_err(corrupt)?,
+            Money::check_non_negative(row.balance_minor).map_err(&corrupt)?,
+            Currency::parse(&row.currency).map_err(&corrupt)?,
         ),
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -247,11 +227,7 @@ fn account_to_domain(row: AccountRow) -> Result<Account, DbError> {
 }
 
 fn payment_to_domain(row: PaymentRow) -> Result<Payment, DbError> {
-    let corrupt = |what: String| CorruptRow {
-        what_row: "payment of order",
-        key: row.order_id.to_string(),
-        what,
-    };
+    let corrupt = CorruptRow::of("payment of order", row.order_id);
     let status =
         PaymentStatus::parse(&row.status, row.failure_reason.as_deref()).ok_or_else(|| {
             corrupt(format!(
@@ -264,11 +240,11 @@ fn payment_to_domain(row: PaymentRow) -> Result<Payment, DbError> {
         .as_deref()
         .map(CustomerId::parse)
         .transpose()
-        .map_err(corrupt)?;
+        .map_err(&corrupt)?;
     let amount = match (row.amount_minor, row.currency.as_deref()) {
         (Some(minor_units), Some(currency)) => Some(Money::new(
             minor_units,
-            Currency::parse(currency).map_err(corrupt)?,
+            Currency::parse(currency).map_err(&corrupt)?,
         )),
         (None, None) => None,
         _ => return Err(corrupt("amount without currency".to_owned()).into()),

@@ -2,140 +2,13 @@
 //! the rules that decide a charge, a refund and a top-up. No IO, no SQL, no
 //! proto.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-/// Longest customer identifier.
-pub const MAX_ID_LEN: usize = 64;
+pub use domain_types::{Currency, CustomerId, Money, OrderId};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrderId(pub Uuid);
-
-impl OrderId {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        Uuid::parse_str(raw)
-            .map(Self)
-            .map_err(|_| "must be a UUID".to_owned())
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PaymentId(pub Uuid);
-
-impl PaymentId {
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for PaymentId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for PaymentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// A customer: 1..=64 characters of `[A-Za-z0-9._-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CustomerId(String);
-
-impl CustomerId {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() {
-            return Err("must not be empty".to_owned());
-        }
-        if raw.len() > MAX_ID_LEN {
-            return Err(format!("must be at most {MAX_ID_LEN} characters"));
-        }
-        if !raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err("may contain only letters, digits, '.', '_' and '-'".to_owned());
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for CustomerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// An ISO 4217 currency code: three upper-case letters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Currency(String);
-
-impl Currency {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.len() == 3 && raw.chars().all(|c| c.is_ascii_uppercase()) {
-            Ok(Self(raw.to_owned()))
-        } else {
-            Err("must be an ISO 4217 code of three upper-case letters such as \"EUR\"".to_owned())
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-/// An amount in minor units (cents) of a currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Money {
-    pub minor_units: i64,
-    pub currency: Currency,
-}
-
-impl Money {
-    pub fn new(minor_units: i64, currency: Currency) -> Self {
-        Self {
-            minor_units,
-            currency,
-        }
-    }
-
-    /// Minor units that must be zero or more (a balance).
-    pub fn check_non_negative(minor_units: i64) -> Result<i64, String> {
-        if minor_units < 0 {
-            Err("must be zero or more".to_owned())
-        } else {
-            Ok(minor_units)
-        }
-    }
-
-    /// Minor units that must be more than zero (a top-up or a charge).
-    pub fn check_positive(minor_units: i64) -> Result<i64, String> {
-        if minor_units <= 0 {
-            Err("must be more than zero".to_owned())
-        } else {
-            Ok(minor_units)
-        }
-    }
-}
-
-impl fmt::Display for Money {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.minor_units, self.currency.as_str())
-    }
+domain_types::uuid_id! {
+    /// A payment: one per order that reached the payment step.
+    pub struct PaymentId;
 }
 
 /// An account as opened by a client, already validated.
@@ -172,15 +45,15 @@ pub enum TopUpError {
 impl Account {
     /// The balance after adding `amount`.
     pub fn top_up(&self, amount: &Money) -> Result<i64, TopUpError> {
-        if amount.currency != self.balance.currency {
+        if amount.currency() != self.balance.currency() {
             return Err(TopUpError::CurrencyMismatch {
-                account: self.balance.currency.as_str().to_owned(),
-                requested: amount.currency.as_str().to_owned(),
+                account: self.balance.currency().as_str().to_owned(),
+                requested: amount.currency().as_str().to_owned(),
             });
         }
         self.balance
-            .minor_units
-            .checked_add(amount.minor_units)
+            .minor_units()
+            .checked_add(amount.minor_units())
             .ok_or(TopUpError::Overflow)
     }
 }
@@ -238,16 +111,16 @@ pub fn decide_charge(
     limit_minor: i64,
 ) -> Result<i64, Decline> {
     let account = account.ok_or(Decline::AccountNotFound)?;
-    if amount.minor_units > limit_minor {
+    if amount.minor_units() > limit_minor {
         return Err(Decline::LimitExceeded);
     }
-    if amount.currency != account.balance.currency {
+    if amount.currency() != account.balance.currency() {
         return Err(Decline::CurrencyMismatch);
     }
     account
         .balance
-        .minor_units
-        .checked_sub(amount.minor_units)
+        .minor_units()
+        .checked_sub(amount.minor_units())
         .filter(|left| *left >= 0)
         .ok_or(Decline::InsufficientFunds)
 }
@@ -389,28 +262,9 @@ pub enum RefundAction {
     Nothing,
 }
 
-/// Position in a customer's payment list, newest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageCursor {
-    pub created_at: DateTime<Utc>,
-    pub payment_id: PaymentId,
-}
-
-impl PageCursor {
-    pub fn encode(&self) -> String {
-        format!("{}.{}", self.created_at.timestamp_micros(), self.payment_id)
-    }
-
-    pub fn decode(token: &str) -> Result<Self, String> {
-        let invalid = || "is not a token returned by ListPayments".to_owned();
-        let (micros, id) = token.split_once('.').ok_or_else(invalid)?;
-        let micros: i64 = micros.parse().map_err(|_| invalid())?;
-        Ok(Self {
-            created_at: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
-            payment_id: PaymentId(Uuid::parse_str(id).map_err(|_| invalid())?),
-        })
-    }
-}
+/// Position in a customer's payment list, newest first: the creation time
+/// and id of the last payment seen (tokens of `ListPayments`).
+pub type PageCursor = domain_types::NewestFirst<PaymentId>;
 
 #[cfg(test)]
 mod tests {
@@ -431,7 +285,7 @@ mod tests {
 
     fn payment(status: PaymentStatus) -> Payment {
         let charge = Charge {
-            order_id: OrderId(Uuid::now_v7()),
+            order_id: OrderId::new(),
             customer_id: CustomerId::parse("customer-1").expect("id"),
             amount: eur(250),
         };
@@ -574,30 +428,5 @@ mod tests {
             PaymentStatus::parse("CHARGED", Some("LIMIT_EXCEEDED")),
             None
         );
-    }
-
-    #[test]
-    fn identifiers_and_currencies_are_checked() {
-        assert!(CustomerId::parse("").is_err());
-        assert!(CustomerId::parse(&"c".repeat(MAX_ID_LEN + 1)).is_err());
-        assert!(CustomerId::parse("bob smith").is_err());
-        assert!(CustomerId::parse("customer-1.eu_west").is_ok());
-        assert!(Currency::parse("EUR").is_ok());
-        assert!(Currency::parse("eur").is_err());
-        assert!(Currency::parse("EURO").is_err());
-        assert!(Money::check_positive(0).is_err());
-        assert!(Money::check_non_negative(-1).is_err());
-        assert!(Money::check_non_negative(0).is_ok());
-    }
-
-    #[test]
-    fn page_cursor_round_trips_and_rejects_garbage() {
-        let cursor = PageCursor {
-            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("time"),
-            payment_id: PaymentId::new(),
-        };
-        assert_eq!(PageCursor::decode(&cursor.encode()), Ok(cursor));
-        assert!(PageCursor::decode("garbage").is_err());
-        assert!(PageCursor::decode("12.not-a-uuid").is_err());
     }
 }

@@ -1,8 +1,12 @@
 //! The gRPC edge: parses requests into domain types, calls the application
 //! layer, and maps results and errors back to proto and `tonic::Status`.
 
+use domain_types::PageSize;
 use proto::payment::v1 as api;
-use service_kit::status::{ErrorKind, FieldViolation, Violations, to_status};
+use service_kit::grpc::timestamp;
+use service_kit::status::{
+    ErrorKind, FieldViolation, Violations, invalid_argument as invalid, invalid_field, to_status,
+};
 use tonic::{Request, Response, Status};
 
 use crate::app::{AppError, Payments};
@@ -10,9 +14,6 @@ use crate::domain::{
     Account, Currency, CustomerId, Money, NewAccount, OrderId, PageCursor, Payment, PaymentStatus,
     TopUp,
 };
-
-const DEFAULT_PAGE_SIZE: usize = 20;
-const MAX_PAGE_SIZE: usize = 100;
 
 pub struct PaymentApi {
     payments: Payments,
@@ -53,7 +54,7 @@ impl api::payment_service_server::PaymentService for PaymentApi {
         request: Request<api::GetAccountRequest>,
     ) -> Result<Response<api::Account>, Status> {
         let customer_id = CustomerId::parse(&request.into_inner().customer_id)
-            .map_err(|d| invalid(vec![FieldViolation::new("customer_id", d)]))?;
+            .map_err(|d| invalid_field("customer_id", d))?;
         let account = self
             .payments
             .get_account(&customer_id)
@@ -69,12 +70,15 @@ impl api::payment_service_server::PaymentService for PaymentApi {
         let request = request.into_inner();
         let mut v = Violations::new();
         let customer_id = v.check("customer_id", CustomerId::parse(&request.customer_id));
-        let page_size = v.check("page_size", parse_page_size(request.page_size));
+        let page_size = v.check("page_size", PageSize::parse(request.page_size));
         let after = if request.page_token.is_empty() {
             Some(None)
         } else {
-            v.check("page_token", PageCursor::decode(&request.page_token))
-                .map(Some)
+            v.check(
+                "page_token",
+                PageCursor::decode(&request.page_token, "ListPayments"),
+            )
+            .map(Some)
         };
         let (Some(customer_id), Some(page_size), Some(after)) = (customer_id, page_size, after)
         else {
@@ -96,7 +100,7 @@ impl api::payment_service_server::PaymentService for PaymentApi {
         request: Request<api::GetPaymentRequest>,
     ) -> Result<Response<api::Payment>, Status> {
         let order_id = OrderId::parse(&request.into_inner().order_id)
-            .map_err(|d| invalid(vec![FieldViolation::new("order_id", d)]))?;
+            .map_err(|d| invalid_field("order_id", d))?;
         let payment = self
             .payments
             .get_payment(order_id)
@@ -104,20 +108,6 @@ impl api::payment_service_server::PaymentService for PaymentApi {
             .map_err(app_status)?;
         Ok(Response::new(payment_to_proto(&payment)))
     }
-}
-
-fn parse_page_size(raw: i32) -> Result<usize, String> {
-    match raw {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => usize::try_from(n)
-            .ok()
-            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| format!("must be between 1 and {MAX_PAGE_SIZE}, or 0 for the default")),
-    }
-}
-
-fn invalid(violations: Vec<FieldViolation>) -> Status {
-    to_status(ErrorKind::InvalidArgument(violations))
 }
 
 /// The one mapping from application errors to gRPC status.
@@ -207,17 +197,10 @@ impl TryFrom<api::TopUpRequest> for TopUp {
     }
 }
 
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
-
 fn money_to_proto(money: &Money) -> api::Money {
     api::Money {
-        minor_units: money.minor_units,
-        currency: money.currency.as_str().to_owned(),
+        minor_units: money.minor_units(),
+        currency: money.currency().as_str().to_owned(),
     }
 }
 

@@ -80,7 +80,7 @@ fn parse_charge(command: &msg::ProcessPayment) -> Result<Charge, String> {
 
 fn handler_error(error: AppError) -> HandlerError {
     match error {
-        AppError::Db(crate::db::DbError::Query(error)) => error.into(),
+        AppError::Db(service_kit::db::DbError::Query(error)) => error.into(),
         AppError::Outbox(error) => error.into(),
         AppError::Unavailable(error) => HandlerError::Transient(error),
         other => HandlerError::Retryable(other.into()),

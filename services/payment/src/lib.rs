@@ -14,11 +14,9 @@ mod schema;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use futures::FutureExt as _;
 use proto::payment::v1::payment_service_server::{PaymentServiceServer, SERVICE_NAME};
-use service_kit::db::PgPool;
-use tokio::net::TcpListener;
+use service_kit::serving::{Foundation, GrpcApi};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -28,8 +26,7 @@ pub const CONSUMER_NAME: &str = "payment";
 
 /// A built service: migrated database, pool and bound listener.
 pub struct Application {
-    listener: TcpListener,
-    pool: PgPool,
+    foundation: Foundation,
     payments: app::Payments,
     config: Config,
 }
@@ -42,36 +39,27 @@ impl Application {
             config.payment_limit_minor > 0,
             "PAYMENT_LIMIT_MINOR must be more than zero"
         );
-        service_kit::db::migrate(
-            &config.database.database_url,
+        let foundation = Foundation::build(
+            "payment",
+            &config.database,
             [outbox::MIGRATIONS, consumer::MIGRATIONS, db::MIGRATIONS],
+            config.listen_addr,
         )
-        .await
-        .context("cannot migrate the payment database")?;
-        let pool = service_kit::db::pool(
-            &config.database.database_url,
-            config.database.database_pool_size,
-        )?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        .await?;
         let payments = app::Payments::new(
-            pool.clone(),
+            foundation.pool().clone(),
             config.kafka.clone(),
             config.payment_limit_minor,
         );
         Ok(Self {
-            listener,
-            pool,
+            foundation,
             payments,
             config,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen_addr)
+        self.foundation.local_addr()
     }
 
     /// Serves gRPC and consumes payment commands until `shutdown` is
@@ -80,17 +68,13 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(%addr, "payment service listening");
-        let routes = tonic::service::Routes::new(PaymentServiceServer::new(grpc::PaymentApi::new(
-            self.payments.clone(),
-        )));
-        let grpc = service_kit::grpc::serve(
-            self.listener,
-            routes,
-            vec![SERVICE_NAME.to_owned()],
-            proto::FILE_DESCRIPTOR_SET,
-            shutdown.clone(),
-            self.config.shutdown.grace(),
-        );
+        let api = GrpcApi {
+            routes: tonic::service::Routes::new(PaymentServiceServer::new(grpc::PaymentApi::new(
+                self.payments.clone(),
+            ))),
+            service_name: SERVICE_NAME,
+            file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+        };
         let consumer_config = consumer::ConsumerConfig::for_service(
             &self.config.kafka,
             CONSUMER_NAME,
@@ -98,14 +82,17 @@ impl Application {
         );
         let consumer = consumer::run(
             consumer_config,
-            self.pool,
+            self.foundation.pool().clone(),
             Arc::new(handler::PaymentHandler::new(self.payments)),
             shutdown.clone(),
         );
-        service_kit::grpc::supervise(
-            shutdown,
-            vec![("grpc", grpc.boxed()), ("consumer", consumer.boxed())],
-        )
-        .await
+        self.foundation
+            .run_until_stopped(
+                api,
+                vec![("consumer", consumer.boxed())],
+                self.config.shutdown.grace(),
+                shutdown,
+            )
+            .await
     }
 }

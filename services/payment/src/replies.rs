@@ -47,8 +47,8 @@ pub fn payment_refunded(kafka: &KafkaArgs, order_id: OrderId) -> OutgoingMessage
 
 fn money(amount: &Money) -> msg::Money {
     msg::Money {
-        minor_units: amount.minor_units,
-        currency: amount.currency.as_str().to_owned(),
+        minor_units: amount.minor_units(),
+        currency: amount.currency().as_str().to_owned(),
     }
 }
 

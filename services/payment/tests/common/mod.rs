@@ -5,16 +5,13 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use prost::{Message as _, Name as _};
 use proto::messages::v1 as msg;
 use proto::payment::v1 as api;
 use proto::payment::v1::payment_service_client::PaymentServiceClient;
-use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
-use test_support::{TestDatabase, count_rows, eventually};
-use tokio_util::sync::CancellationToken;
+use service_kit::config::TelemetryArgs;
+use test_support::{OutboxMessage, ServiceHarness, eventually};
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -22,16 +19,7 @@ pub const LIMIT: i64 = 50_000;
 
 pub struct TestApp {
     pub client: PaymentServiceClient<Channel>,
-    pub db: TestDatabase,
-    pub prefix: String,
-    pub producer: rdkafka::producer::FutureProducer,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    pub harness: ServiceHarness,
 }
 
 /// A reply of the payment service to the saga.
@@ -53,39 +41,26 @@ impl Reply {
 }
 
 pub async fn spawn_app() -> TestApp {
-    let db = TestDatabase::create("payment")
+    let harness = ServiceHarness::create("payment")
         .await
-        .expect("test database");
-    let prefix = test_support::topic_namespace().await.expect("topics");
+        .expect("test database and topics");
     let config = payment_service::Config {
-        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen_addr: harness.listen_addr(),
         payment_limit_minor: LIMIT,
-        database: DatabaseArgs {
-            database_url: db.url.clone(),
-            database_pool_size: 8,
-        },
-        kafka: KafkaArgs::new(test_support::kafka_brokers(), prefix.clone()),
+        database: harness.database(8),
+        kafka: harness.kafka(),
         telemetry: TelemetryArgs::quiet(),
-        shutdown: ShutdownArgs {
-            shutdown_grace_seconds: 1,
-        },
+        shutdown: harness.shutdown_args(),
     };
     let app = payment_service::Application::build(config)
         .await
         .expect("app builds");
     let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    harness.spawn(|shutdown| app.run_until_stopped(shutdown));
     let client = PaymentServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("client connects");
-    TestApp {
-        client,
-        db,
-        prefix,
-        producer: test_support::producer().expect("producer"),
-        shutdown,
-    }
+    TestApp { client, harness }
 }
 
 pub fn money(minor_units: i64, currency: &str) -> api::Money {
@@ -130,16 +105,10 @@ impl TestApp {
     }
 
     async fn send<M: prost::Message + prost::Name>(&self, order_id: &str, command: &M) {
-        test_support::send(
-            &self.producer,
-            &format!("{}{}", self.prefix, proto::topics::PAYMENT_COMMANDS),
-            order_id,
-            &M::full_name(),
-            Uuid::now_v7(),
-            &command.encode_to_vec(),
-        )
-        .await
-        .expect("command sent");
+        self.harness
+            .send(proto::topics::PAYMENT_COMMANDS, order_id, command)
+            .await
+            .expect("command sent");
     }
 
     /// Sends `ProcessPayment` with a new message id, as the orchestrator does
@@ -168,25 +137,14 @@ impl TestApp {
 
     /// Every reply in the outbox so far, in the order written.
     pub async fn replies(&self) -> Vec<Reply> {
-        let mut conn = self.db.connect().await.expect("connect");
-        let topic = format!("{}{}", self.prefix, proto::topics::SAGA_REPLIES);
-        outbox::fetch_batch(&mut conn, 100_000)
+        self.harness
+            .outbox(proto::topics::SAGA_REPLIES)
             .await
             .expect("outbox")
-            .into_iter()
-            .filter(|row| row.topic == topic)
-            .map(|row| {
-                let payload = row.payload.as_slice();
-                let reply = if row.message_type == msg::PaymentProcessed::full_name() {
-                    Reply::Processed(msg::PaymentProcessed::decode(payload).expect("decodes"))
-                } else if row.message_type == msg::PaymentFailed::full_name() {
-                    Reply::Failed(msg::PaymentFailed::decode(payload).expect("decodes"))
-                } else if row.message_type == msg::PaymentRefunded::full_name() {
-                    Reply::Refunded(msg::PaymentRefunded::decode(payload).expect("decodes"))
-                } else {
-                    panic!("unexpected message type {}", row.message_type)
-                };
-                assert_eq!(row.message_key, reply.order_id(), "keyed by the order id");
+            .iter()
+            .map(|written| {
+                let reply = decode_reply(written);
+                assert_eq!(written.key, reply.order_id(), "keyed by the order id");
                 reply
             })
             .collect()
@@ -212,8 +170,7 @@ impl TestApp {
     }
 
     pub async fn rows(&self, table: &str) -> i64 {
-        let mut conn = self.db.connect().await.expect("connect");
-        count_rows(&mut conn, table).await.expect("count")
+        self.harness.rows(table).await.expect("count")
     }
 
     pub async fn payment(&self, order_id: &str) -> api::Payment {
@@ -237,4 +194,17 @@ pub fn failed(order_id: &str, reason: msg::PaymentFailure) -> Reply {
         order_id: order_id.into(),
         reason: reason.into(),
     })
+}
+
+fn decode_reply(written: &OutboxMessage) -> Reply {
+    let decoded = if written.is::<msg::PaymentProcessed>() {
+        written.decode().map(Reply::Processed)
+    } else if written.is::<msg::PaymentFailed>() {
+        written.decode().map(Reply::Failed)
+    } else if written.is::<msg::PaymentRefunded>() {
+        written.decode().map(Reply::Refunded)
+    } else {
+        panic!("unexpected message type {}", written.message_type)
+    };
+    decoded.expect("decodes")
 }

@@ -3,9 +3,9 @@
 //! the consumer runtime commits).
 
 use diesel_async::AsyncPgConnection;
-use service_kit::db::PgPool;
+use service_kit::db::{DbError, PgPool};
 
-use crate::db::{self, DbError};
+use crate::db;
 use crate::domain::{
     Address, Booking, CancelDecision, CreateDecision, CreateReply, CreateShipment,
     DeliverableCountries, FailureReason, OrderId, Shipment, ShipmentId, ShipmentState,
@@ -45,11 +45,9 @@ impl Shipments {
     }
 
     pub async fn get(&self, id: OrderId) -> Result<Shipment, AppError> {
-        let mut conn = self
-            .pool
-            .get()
+        let mut conn = service_kit::db::connection(&self.pool)
             .await
-            .map_err(|error| AppError::Unavailable(error.into()))?;
+            .map_err(AppError::Unavailable)?;
         db::find(&mut conn, id).await?.ok_or(AppError::NotFound(id))
     }
 }

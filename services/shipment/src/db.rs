@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use service_kit::db::{CorruptRow, DbError};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -29,22 +30,6 @@ struct ShipmentRow {
     ship_country_code: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-}
-
-/// Stored data that breaks the domain's rules: a bug or a bad manual edit.
-#[derive(Debug, thiserror::Error)]
-#[error("stored shipment of order {order_id} is corrupt: {what}")]
-pub struct CorruptRow {
-    pub order_id: Uuid,
-    pub what: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
-    #[error(transparent)]
-    Corrupt(#[from] CorruptRow),
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, id: OrderId) -> Result<Option<Shipment>, DbError> {
@@ -129,15 +114,12 @@ pub async fn mark_cancelled(conn: &mut AsyncPgConnection, id: OrderId) -> Result
 }
 
 fn to_domain(row: ShipmentRow) -> Result<Shipment, DbError> {
-    let corrupt = |what: String| CorruptRow {
-        order_id: row.order_id,
-        what,
-    };
+    let corrupt = CorruptRow::of("shipment of order", row.order_id);
     let booking = || -> Result<Booking, CorruptRow> {
         match (row.shipment_id, row.tracking_number.as_deref()) {
             (Some(id), Some(number)) => Ok(Booking {
                 shipment_id: ShipmentId(id),
-                tracking_number: TrackingNumber::parse(number).map_err(corrupt)?,
+                tracking_number: TrackingNumber::parse(number).map_err(&corrupt)?,
             }),
             _ => Err(corrupt("a booked shipment without ids".to_owned())),
         }

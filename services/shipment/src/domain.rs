@@ -3,51 +3,18 @@
 //! exactly once per order. No IO, no SQL, no proto.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 /// The countries delivered to unless configured otherwise.
 pub const DEFAULT_DELIVERABLE_COUNTRIES: &str =
     "AT,BE,CA,CH,DE,DK,ES,FI,FR,GB,IE,IT,LU,NL,NO,PL,PT,SE,US";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrderId(pub Uuid);
+pub use domain_types::OrderId;
 
-impl OrderId {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        Uuid::parse_str(raw)
-            .map(Self)
-            .map_err(|_| "must be a UUID".to_owned())
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ShipmentId(pub Uuid);
-
-impl ShipmentId {
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for ShipmentId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for ShipmentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
+domain_types::uuid_id! {
+    /// A booked shipment.
+    pub struct ShipmentId;
 }
 
 const TRACKING_PREFIX: &str = "OS";

@@ -2,7 +2,8 @@
 //! layer, and maps results and errors back to proto and `tonic::Status`.
 
 use proto::shipment::v1 as api;
-use service_kit::status::{ErrorKind, FieldViolation, to_status};
+use service_kit::grpc::timestamp;
+use service_kit::status::{ErrorKind, invalid_field, to_status};
 use tonic::{Request, Response, Status};
 
 use crate::app::{AppError, Shipments};
@@ -24,11 +25,8 @@ impl api::shipment_service_server::ShipmentService for ShipmentApi {
         &self,
         request: Request<api::GetShipmentRequest>,
     ) -> Result<Response<api::Shipment>, Status> {
-        let id = OrderId::parse(&request.into_inner().order_id).map_err(|d| {
-            to_status(ErrorKind::InvalidArgument(vec![FieldViolation::new(
-                "order_id", d,
-            )]))
-        })?;
+        let id = OrderId::parse(&request.into_inner().order_id)
+            .map_err(|d| invalid_field("order_id", d))?;
         let shipment = self.shipments.get(id).await.map_err(app_status)?;
         Ok(Response::new(shipment_to_proto(&shipment)))
     }
@@ -78,12 +76,5 @@ fn shipment_to_proto(shipment: &Shipment) -> api::Shipment {
         }),
         created_at: Some(timestamp(shipment.created_at)),
         updated_at: Some(timestamp(shipment.updated_at)),
-    }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }

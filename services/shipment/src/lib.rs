@@ -16,11 +16,9 @@ mod schema;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use futures::FutureExt as _;
 use proto::shipment::v1::shipment_service_server::{SERVICE_NAME, ShipmentServiceServer};
-use service_kit::db::PgPool;
-use tokio::net::TcpListener;
+use service_kit::serving::{Foundation, GrpcApi};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -30,8 +28,7 @@ pub const CONSUMER_NAME: &str = "shipment";
 
 /// A built service: migrated database, pool and bound listener.
 pub struct Application {
-    listener: TcpListener,
-    pool: PgPool,
+    foundation: Foundation,
     config: Config,
 }
 
@@ -39,30 +36,18 @@ impl Application {
     /// Migrates the database, opens the pool and binds the listener (port 0
     /// picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        service_kit::db::migrate(
-            &config.database.database_url,
+        let foundation = Foundation::build(
+            "shipment",
+            &config.database,
             [outbox::MIGRATIONS, consumer::MIGRATIONS, db::MIGRATIONS],
+            config.listen_addr,
         )
-        .await
-        .context("cannot migrate the shipment database")?;
-        let pool = service_kit::db::pool(
-            &config.database.database_url,
-            config.database.database_pool_size,
-        )?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
-        Ok(Self {
-            listener,
-            pool,
-            config,
-        })
+        .await?;
+        Ok(Self { foundation, config })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen_addr)
+        self.foundation.local_addr()
     }
 
     /// Serves gRPC and consumes commands until `shutdown` is cancelled (or one
@@ -71,17 +56,14 @@ impl Application {
         let addr = self.local_addr();
         let kafka = &self.config.kafka;
         tracing::info!(%addr, "shipment service listening");
-        let routes = tonic::service::Routes::new(ShipmentServiceServer::new(
-            grpc::ShipmentApi::new(app::Shipments::new(self.pool.clone())),
-        ));
-        let server = service_kit::grpc::serve(
-            self.listener,
-            routes,
-            vec![SERVICE_NAME.to_owned()],
-            proto::FILE_DESCRIPTOR_SET,
-            shutdown.clone(),
-            self.config.shutdown.grace(),
-        );
+        let pool = self.foundation.pool().clone();
+        let api = GrpcApi {
+            routes: tonic::service::Routes::new(ShipmentServiceServer::new(
+                grpc::ShipmentApi::new(app::Shipments::new(pool.clone())),
+            )),
+            service_name: SERVICE_NAME,
+            file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+        };
         let handler = messaging::ShipmentHandler::new(
             kafka.topic(proto::topics::SAGA_REPLIES),
             self.config.deliverable_countries.clone(),
@@ -92,14 +74,17 @@ impl Application {
                 CONSUMER_NAME,
                 &[proto::topics::SHIPMENT_COMMANDS],
             ),
-            self.pool,
+            pool,
             Arc::new(handler),
             shutdown.clone(),
         );
-        service_kit::grpc::supervise(
-            shutdown,
-            vec![("grpc", server.boxed()), ("consumer", consumer.boxed())],
-        )
-        .await
+        self.foundation
+            .run_until_stopped(
+                api,
+                vec![("consumer", consumer.boxed())],
+                self.config.shutdown.grace(),
+                shutdown,
+            )
+            .await
     }
 }

@@ -2,18 +2,14 @@
 //! the orchestrator on `shipment.commands.v1` and reads the replies from the
 //! service's outbox (no relay runs here).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use prost::{Message as _, Name as _};
 use proto::messages::v1 as msg;
 use proto::shipment::v1 as api;
 use proto::shipment::v1::shipment_service_client::ShipmentServiceClient;
-use rdkafka::producer::FutureProducer;
-use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
+use service_kit::config::TelemetryArgs;
 use shipment_service::domain::DeliverableCountries;
-use test_support::{TestDatabase, count_rows, eventually};
-use tokio_util::sync::CancellationToken;
+use test_support::{ServiceHarness, eventually};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -23,17 +19,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 struct TestApp {
     client: ShipmentServiceClient<Channel>,
-    db: TestDatabase,
-    commands_topic: String,
-    replies_topic: String,
-    producer: FutureProducer,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    harness: ServiceHarness,
 }
 
 /// A reply found in the outbox.
@@ -45,41 +31,26 @@ enum Reply {
 }
 
 async fn spawn_app() -> TestApp {
-    let db = TestDatabase::create("shipment")
+    let harness = ServiceHarness::create("shipment")
         .await
-        .expect("test database");
-    let prefix = test_support::topic_namespace().await.expect("topics");
-    let kafka = KafkaArgs::new(test_support::kafka_brokers(), prefix);
+        .expect("test database and topics");
     let config = shipment_service::Config {
-        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen_addr: harness.listen_addr(),
         deliverable_countries: DeliverableCountries::parse("DE,FR,GB").expect("countries"),
-        database: DatabaseArgs {
-            database_url: db.url.clone(),
-            database_pool_size: 4,
-        },
-        kafka: kafka.clone(),
+        database: harness.database(4),
+        kafka: harness.kafka(),
         telemetry: TelemetryArgs::quiet(),
-        shutdown: ShutdownArgs {
-            shutdown_grace_seconds: 1,
-        },
+        shutdown: harness.shutdown_args(),
     };
     let app = shipment_service::Application::build(config)
         .await
         .expect("app builds");
     let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    harness.spawn(|shutdown| app.run_until_stopped(shutdown));
     let client = ShipmentServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("client connects");
-    TestApp {
-        client,
-        db,
-        commands_topic: kafka.topic(proto::topics::SHIPMENT_COMMANDS),
-        replies_topic: kafka.topic(proto::topics::SAGA_REPLIES),
-        producer: test_support::producer().expect("producer"),
-        shutdown,
-    }
+    TestApp { client, harness }
 }
 
 fn address(country_code: &str) -> msg::ShippingAddress {
@@ -96,16 +67,14 @@ fn address(country_code: &str) -> msg::ShippingAddress {
 impl TestApp {
     /// Sends a command as the orchestrator would, with a fresh message id.
     async fn send<M: prost::Message + prost::Name>(&self, order_id: Uuid, command: &M) {
-        test_support::send(
-            &self.producer,
-            &self.commands_topic,
-            &order_id.to_string(),
-            &M::full_name(),
-            Uuid::now_v7(),
-            &command.encode_to_vec(),
-        )
-        .await
-        .expect("sent");
+        self.harness
+            .send(
+                proto::topics::SHIPMENT_COMMANDS,
+                &order_id.to_string(),
+                command,
+            )
+            .await
+            .expect("sent");
     }
 
     async fn create(&self, order_id: Uuid, country_code: &str) {
@@ -131,28 +100,29 @@ impl TestApp {
 
     /// Every reply for the order in the outbox (on the replies topic), in order.
     async fn replies(&self, order_id: Uuid) -> Vec<Reply> {
-        let mut conn = self.db.connect().await.expect("connect");
-        let rows = outbox::fetch_batch(&mut conn, 1000).await.expect("outbox");
-        rows.iter()
-            .filter(|row| row.topic == self.replies_topic)
-            .filter(|row| row.message_key == order_id.to_string())
-            .map(|row| {
-                let payload = row.payload.as_slice();
-                if row.message_type == msg::ShipmentCreated::full_name() {
-                    let created = msg::ShipmentCreated::decode(payload).expect("ShipmentCreated");
-                    assert_eq!(created.order_id, order_id.to_string());
+        let key = order_id.to_string();
+        self.harness
+            .outbox(proto::topics::SAGA_REPLIES)
+            .await
+            .expect("outbox")
+            .iter()
+            .filter(|written| written.key == key)
+            .map(|written| {
+                if written.is::<msg::ShipmentCreated>() {
+                    let created: msg::ShipmentCreated = written.decode().expect("ShipmentCreated");
+                    assert_eq!(created.order_id, key);
                     Reply::Created(created)
-                } else if row.message_type == msg::ShipmentFailed::full_name() {
-                    let failed = msg::ShipmentFailed::decode(payload).expect("ShipmentFailed");
-                    assert_eq!(failed.order_id, order_id.to_string());
+                } else if written.is::<msg::ShipmentFailed>() {
+                    let failed: msg::ShipmentFailed = written.decode().expect("ShipmentFailed");
+                    assert_eq!(failed.order_id, key);
                     Reply::Failed(failed.reason())
-                } else if row.message_type == msg::ShipmentCancelled::full_name() {
-                    let cancelled =
-                        msg::ShipmentCancelled::decode(payload).expect("ShipmentCancelled");
-                    assert_eq!(cancelled.order_id, order_id.to_string());
+                } else if written.is::<msg::ShipmentCancelled>() {
+                    let cancelled: msg::ShipmentCancelled =
+                        written.decode().expect("ShipmentCancelled");
+                    assert_eq!(cancelled.order_id, key);
                     Reply::Cancelled
                 } else {
-                    panic!("unexpected reply type {}", row.message_type)
+                    panic!("unexpected reply type {}", written.message_type)
                 }
             })
             .collect()
@@ -180,8 +150,7 @@ impl TestApp {
     }
 
     async fn rows(&self, table: &str) -> i64 {
-        let mut conn = self.db.connect().await.expect("connect");
-        count_rows(&mut conn, table).await.expect("count")
+        self.harness.rows(table).await.expect("count")
     }
 }
 

@@ -4,7 +4,8 @@
 #   2. GetOrder returns that order
 #   3. an event keyed by the order id arrives on Kafka topic order.events.v1 (within 10 s)
 #   4. that event carries the headers traceparent, message-id and message-type
-#   5. the CreateOrder trace reached Jaeger with order-service spans
+#   5. the saga approves the order (the demo data of scripts/seed.sh is seeded first)
+#   6. the order's one trace reached Jaeger with spans of all seven processes
 # Ends with `smoke: N passed, M failed`; exits non-zero if anything failed.
 set -euo pipefail
 
@@ -15,7 +16,8 @@ eval "$("$ROOT/scripts/infra.sh" env)"
 ORDER_ADDR="${ORDER_ADDR:-127.0.0.1:50051}"
 EVENTS_TOPIC="${EVENTS_TOPIC:-order.events.v1}"
 KAFKA_WAIT="${SMOKE_KAFKA_TIMEOUT:-10}"
-TRACE_WAIT="${SMOKE_TRACE_TIMEOUT:-20}"  # the OTLP batch exporter flushes every ~5 s
+TRACE_WAIT="${SMOKE_TRACE_TIMEOUT:-30}"  # the OTLP batch exporter flushes every ~5 s
+TRACE_SERVICES="order-service orchestrator inventory-service payment-service shipment-service notification-service outbox-relay"
 WORK="$STATE/smoke"
 mkdir -p "$WORK"
 
@@ -55,6 +57,15 @@ consumed="$WORK/consumed.txt"
   --property headers.key.separator=':' \
   >"$consumed" 2>"$WORK/consumer.err" &
 consumer_pid=$!
+
+log "seeding the demo products and accounts"
+if "$ROOT/scripts/seed.sh" >"$WORK/seed.log" 2>&1; then
+  pass "demo products and accounts seeded"
+else
+  cat "$WORK/seed.log" >&2
+  fail "seeding"
+  finish
+fi
 
 key="smoke-$(date +%s)-$$-$RANDOM"
 request="$(jq -cn --arg key "$key" '{
@@ -134,7 +145,25 @@ if [[ -n "$line" ]]; then
   fi
 fi
 
-# --- 5. the request's trace reached Jaeger
+# --- 5. the saga's outcome
+SAGA_WAIT="${SMOKE_SAGA_TIMEOUT:-30}"
+log "waiting up to ${SAGA_WAIT}s for the saga to approve order $order_id"
+deadline=$(($(now_ms) + SAGA_WAIT * 1000))
+status=""
+while :; do
+  status="$("$GRPCURL" -plaintext -max-time 5 -d "{\"order_id\":\"$order_id\"}" "$ORDER_ADDR" \
+    ordersaga.order.v1.OrderService/GetOrder 2>/dev/null | jq -r '.status // empty' 2>/dev/null || true)"
+  [[ "$status" == ORDER_STATUS_APPROVED || "$status" == ORDER_STATUS_REJECTED ]] && break
+  (($(now_ms) < deadline)) || break
+  sleep 0.5
+done
+if [[ "$status" == ORDER_STATUS_APPROVED ]]; then
+  pass "the saga approved order $order_id"
+else
+  fail "order $order_id is ${status:-unknown} after ${SAGA_WAIT}s, not approved"
+fi
+
+# --- 6. the request's trace reached Jaeger, with every process in it
 trace_id="$(jq -r '[.. | objects | (.traceId?, .trace_id?) | strings] | first // empty' <<<"$created" 2>/dev/null || true)"
 header_trace="$(tr ',' '\n' <<<"$headers" | sed -n 's/^traceparent:[0-9a-f]*-\([0-9a-f]*\)-.*/\1/p' | head -n1)"
 [[ -n "$trace_id" ]] || trace_id="$header_trace"
@@ -151,14 +180,18 @@ else
   while :; do
     services="$(curl -fsS --max-time 3 "$JAEGER_QUERY_URL/api/traces/$trace_id" 2>/dev/null |
       jq -r '[.data[]?.processes[]?.serviceName] | unique | join(",")' 2>/dev/null || true)"
-    [[ ",$services," == *",order-service,"* ]] && break
+    missing=""
+    for want in $TRACE_SERVICES; do
+      [[ ",$services," == *",$want,"* ]] || missing="$missing $want"
+    done
+    [[ -z "$missing" ]] && break
     (($(now_ms) < deadline)) || break
     sleep 1
   done
-  if [[ ",$services," == *",order-service,"* ]]; then
-    pass "trace $trace_id is in Jaeger (services: $services)"
+  if [[ -z "$missing" ]]; then
+    pass "trace $trace_id is in Jaeger with every process (services: $services)"
   else
-    fail "trace $trace_id has no order-service spans in Jaeger after ${TRACE_WAIT}s"
+    fail "trace $trace_id lacks spans of:$missing after ${TRACE_WAIT}s (has: ${services:-none})"
   fi
   log "trace: $JAEGER_QUERY_URL/api/traces/$trace_id"
 fi

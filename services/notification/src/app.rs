@@ -2,9 +2,10 @@
 //! transaction (the runtime commits), and reads for the API.
 
 use diesel_async::AsyncPgConnection;
-use service_kit::db::PgPool;
+use domain_types::PageSize;
+use service_kit::db::{DbError, PgPool};
 
-use crate::db::{self, DbError};
+use crate::db;
 use crate::domain::{
     CustomerId, DeliveryState, NewNotification, Notification, NotificationId, PageCursor,
 };
@@ -79,24 +80,16 @@ impl Notifications {
         &self,
         customer_id: &CustomerId,
         after: Option<PageCursor>,
-        page_size: usize,
+        page_size: PageSize,
     ) -> Result<(Vec<Notification>, Option<PageCursor>), AppError> {
-        let mut conn = self
-            .pool
-            .get()
+        let mut conn = service_kit::db::connection(&self.pool)
             .await
-            .map_err(|error| AppError::Unavailable(error.into()))?;
-        let limit = i64::try_from(page_size + 1).unwrap_or(i64::MAX);
-        let mut page = db::list_by_customer(&mut conn, customer_id, after, limit).await?;
-        let next = if page.len() > page_size {
-            page.truncate(page_size);
-            page.last().map(|last| PageCursor {
-                created_at: last.created_at,
-                id: last.id,
-            })
-        } else {
-            None
-        };
-        Ok((page, next))
+            .map_err(AppError::Unavailable)?;
+        let page =
+            db::list_by_customer(&mut conn, customer_id, after, page_size.fetch_limit()).await?;
+        Ok(page_size.split(page, |last| PageCursor {
+            created_at: last.created_at,
+            id: last.id,
+        }))
     }
 }

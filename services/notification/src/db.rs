@@ -7,6 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Double, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use service_kit::db::{CorruptRow, DbError};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -56,22 +57,6 @@ impl Claimed {
             .flat_map(|map| map.iter())
             .filter_map(|(name, value)| value.as_str().map(|value| (name.as_str(), value)))
     }
-}
-
-/// Stored data that breaks the domain's rules: a bug or a bad manual edit.
-#[derive(Debug, thiserror::Error)]
-#[error("stored notification {id} is corrupt: {what}")]
-pub struct CorruptRow {
-    pub id: Uuid,
-    pub what: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
-    #[error(transparent)]
-    Corrupt(#[from] CorruptRow),
 }
 
 /// Records the notification. Returns false, writing nothing, when the order
@@ -209,11 +194,11 @@ pub async fn record_attempt(
 }
 
 fn to_domain(row: NotificationRow) -> Result<Notification, DbError> {
-    let corrupt = |what: String| CorruptRow { id: row.id, what };
+    let corrupt = CorruptRow::of("notification", row.id);
     Ok(Notification {
         id: NotificationId(row.id),
         order_id: OrderId(row.order_id),
-        customer_id: CustomerId::parse(&row.customer_id).map_err(corrupt)?,
+        customer_id: CustomerId::parse(&row.customer_id).map_err(&corrupt)?,
         outcome: Outcome::parse(&row.outcome)
             .ok_or_else(|| corrupt(format!("unknown outcome {:?}", row.outcome)))?,
         reason: row.reason.clone(),

@@ -2,87 +2,20 @@
 //! rules of delivering it to the webhook (which answers count as delivered,
 //! which are worth retrying, how long to wait). No IO, no SQL, no proto.
 
-use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-/// Longest customer identifier.
-pub const MAX_ID_LEN: usize = 64;
+pub use domain_types::{CustomerId, OrderId};
+
 /// Longest rejection reason kept.
 pub const MAX_REASON_LEN: usize = 500;
 /// Longest delivery error kept.
 pub const MAX_ERROR_LEN: usize = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OrderId(pub Uuid);
-
-impl OrderId {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        Uuid::parse_str(raw)
-            .map(Self)
-            .map_err(|_| "must be a UUID".to_owned())
-    }
-}
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NotificationId(pub Uuid);
-
-impl NotificationId {
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        Uuid::parse_str(raw)
-            .map(Self)
-            .map_err(|_| "must be a UUID".to_owned())
-    }
-}
-
-impl Default for NotificationId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for NotificationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// 1..=64 characters of `[A-Za-z0-9._-]`, as the order service accepts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CustomerId(String);
-
-impl CustomerId {
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if raw.is_empty() {
-            return Err("must not be empty".to_owned());
-        }
-        if raw.len() > MAX_ID_LEN {
-            return Err(format!("must be at most {MAX_ID_LEN} characters"));
-        }
-        if !raw
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-        {
-            return Err("may contain only letters, digits, '.', '_' and '-'".to_owned());
-        }
-        Ok(Self(raw.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+domain_types::uuid_id! {
+    /// A notification: one per order outcome.
+    pub struct NotificationId;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,28 +128,9 @@ pub struct Notification {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-/// Where a page of a customer's notifications continues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PageCursor {
-    pub created_at: DateTime<Utc>,
-    pub id: NotificationId,
-}
-
-impl PageCursor {
-    pub fn encode(&self) -> String {
-        format!("{}.{}", self.created_at.timestamp_micros(), self.id)
-    }
-
-    pub fn decode(token: &str) -> Result<Self, String> {
-        let invalid = || "is not a token returned by ListNotifications".to_owned();
-        let (micros, id) = token.split_once('.').ok_or_else(invalid)?;
-        let micros: i64 = micros.parse().map_err(|_| invalid())?;
-        Ok(Self {
-            created_at: DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
-            id: NotificationId::parse(id).map_err(|_| invalid())?,
-        })
-    }
-}
+/// Where a page of a customer's notifications continues: the creation
+/// time and id of the last one seen (tokens of `ListNotifications`).
+pub type PageCursor = domain_types::NewestFirst<NotificationId>;
 
 /// How one delivery attempt went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,7 +318,7 @@ mod tests {
     fn overlong_reasons_and_errors_are_cut_at_a_character_boundary() {
         let reason = "é".repeat(400);
         let rejected = NewNotification::rejected(
-            OrderId(Uuid::now_v7()),
+            OrderId::new(),
             CustomerId::parse("c-1").expect("valid"),
             &reason,
         );
@@ -416,25 +330,5 @@ mod tests {
     fn a_new_notification_waits_for_delivery_only_when_a_webhook_is_configured() {
         assert_eq!(DeliveryState::initial(true), DeliveryState::Pending);
         assert_eq!(DeliveryState::initial(false), DeliveryState::NotConfigured);
-    }
-
-    #[test]
-    fn a_page_cursor_round_trips_and_rejects_garbage() {
-        let cursor = PageCursor {
-            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("time"),
-            id: NotificationId::new(),
-        };
-        assert_eq!(PageCursor::decode(&cursor.encode()), Ok(cursor));
-        for bad in ["", "x", "12.nope", "nope.0190"] {
-            assert!(PageCursor::decode(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn customer_ids_follow_the_order_services_rules() {
-        assert!(CustomerId::parse("customer-1").is_ok());
-        for bad in ["", "has space", &"c".repeat(65)] {
-            assert!(CustomerId::parse(bad).is_err(), "{bad:?}");
-        }
     }
 }

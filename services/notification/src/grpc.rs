@@ -1,15 +1,14 @@
 //! The gRPC edge: parses requests into domain types, calls the application
 //! layer, and maps results and errors back to proto and `tonic::Status`.
 
+use domain_types::PageSize;
 use proto::notification::v1 as api;
-use service_kit::status::{ErrorKind, FieldViolation, Violations, to_status};
+use service_kit::grpc::timestamp;
+use service_kit::status::{ErrorKind, Violations, invalid_argument as invalid, to_status};
 use tonic::{Request, Response, Status};
 
 use crate::app::{AppError, Notifications};
 use crate::domain::{CustomerId, DeliveryState, Notification, Outcome, PageCursor};
-
-const DEFAULT_PAGE_SIZE: usize = 20;
-const MAX_PAGE_SIZE: usize = 100;
 
 pub struct NotificationApi {
     notifications: Notifications,
@@ -30,12 +29,15 @@ impl api::notification_service_server::NotificationService for NotificationApi {
         let request = request.into_inner();
         let mut v = Violations::new();
         let customer_id = v.check("customer_id", CustomerId::parse(&request.customer_id));
-        let page_size = v.check("page_size", parse_page_size(request.page_size));
+        let page_size = v.check("page_size", PageSize::parse(request.page_size));
         let after = if request.page_token.is_empty() {
             Some(None)
         } else {
-            v.check("page_token", PageCursor::decode(&request.page_token))
-                .map(Some)
+            v.check(
+                "page_token",
+                PageCursor::decode(&request.page_token, "ListNotifications"),
+            )
+            .map(Some)
         };
         let (Some(customer_id), Some(page_size), Some(after)) = (customer_id, page_size, after)
         else {
@@ -51,20 +53,6 @@ impl api::notification_service_server::NotificationService for NotificationApi {
             next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
         }))
     }
-}
-
-fn parse_page_size(raw: i32) -> Result<usize, String> {
-    match raw {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => usize::try_from(n)
-            .ok()
-            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| format!("must be between 1 and {MAX_PAGE_SIZE}, or 0 for the default")),
-    }
-}
-
-fn invalid(violations: Vec<FieldViolation>) -> Status {
-    to_status(ErrorKind::InvalidArgument(violations))
 }
 
 /// The one mapping from application errors to gRPC status.
@@ -98,12 +86,5 @@ fn notification_to_proto(n: &Notification) -> api::Notification {
         last_error: n.last_error.clone().unwrap_or_default(),
         created_at: Some(timestamp(n.created_at)),
         delivered_at: n.delivered_at.map(timestamp),
-    }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }

@@ -16,13 +16,11 @@ mod schema;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use futures::FutureExt as _;
 use proto::notification::v1::notification_service_server::{
     NotificationServiceServer, SERVICE_NAME,
 };
-use service_kit::db::PgPool;
-use tokio::net::TcpListener;
+use service_kit::serving::{Foundation, GrpcApi};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -33,8 +31,7 @@ pub const CONSUMER_NAME: &str = "notification";
 /// A built service: migrated database, pool, bound listener and, when a
 /// webhook is configured, its delivery worker.
 pub struct Application {
-    listener: TcpListener,
-    pool: PgPool,
+    foundation: Foundation,
     deliverer: Option<delivery::Deliverer>,
     config: Config,
 }
@@ -43,39 +40,30 @@ impl Application {
     /// Migrates the database, opens the pool and binds the listener (port 0
     /// picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        service_kit::db::migrate(
-            &config.database.database_url,
+        let foundation = Foundation::build(
+            "notification",
+            &config.database,
             [outbox::MIGRATIONS, consumer::MIGRATIONS, db::MIGRATIONS],
+            config.listen_addr,
         )
-        .await
-        .context("cannot migrate the notification database")?;
-        let pool = service_kit::db::pool(
-            &config.database.database_url,
-            config.database.database_pool_size,
-        )?;
+        .await?;
         let deliverer = match &config.webhook_url.0 {
             Some(url) => Some(delivery::Deliverer::new(
-                pool.clone(),
+                foundation.pool().clone(),
                 url.clone(),
                 config.delivery_policy(),
             )?),
             None => None,
         };
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
         Ok(Self {
-            listener,
-            pool,
+            foundation,
             deliverer,
             config,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen_addr)
+        self.foundation.local_addr()
     }
 
     /// Serves gRPC, consumes order events and delivers notifications until
@@ -83,17 +71,14 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(%addr, "notification service listening");
-        let routes = tonic::service::Routes::new(NotificationServiceServer::new(
-            grpc::NotificationApi::new(app::Notifications::new(self.pool.clone())),
-        ));
-        let server = service_kit::grpc::serve(
-            self.listener,
-            routes,
-            vec![SERVICE_NAME.to_owned()],
-            proto::FILE_DESCRIPTOR_SET,
-            shutdown.clone(),
-            self.config.shutdown.grace(),
-        );
+        let pool = self.foundation.pool().clone();
+        let api = GrpcApi {
+            routes: tonic::service::Routes::new(NotificationServiceServer::new(
+                grpc::NotificationApi::new(app::Notifications::new(pool.clone())),
+            )),
+            service_name: SERVICE_NAME,
+            file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+        };
         let handler = messaging::NotificationHandler::new(self.deliverer.is_some());
         let consumer = consumer::run(
             consumer::ConsumerConfig::for_service(
@@ -101,15 +86,17 @@ impl Application {
                 CONSUMER_NAME,
                 &[proto::topics::ORDER_EVENTS],
             ),
-            self.pool,
+            pool,
             Arc::new(handler),
             shutdown.clone(),
         );
-        let mut tasks = vec![("grpc", server.boxed()), ("consumer", consumer.boxed())];
+        let mut tasks: Vec<service_kit::serving::Task> = vec![("consumer", consumer.boxed())];
         match self.deliverer {
             Some(deliverer) => tasks.push(("delivery", deliverer.run(shutdown.clone()).boxed())),
             None => tracing::warn!("no webhook configured: notifications are only recorded"),
         }
-        service_kit::grpc::supervise(shutdown, tasks).await
+        self.foundation
+            .run_until_stopped(api, tasks, self.config.shutdown.grace(), shutdown)
+            .await
     }
 }

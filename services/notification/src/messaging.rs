@@ -6,9 +6,9 @@ use diesel_async::AsyncPgConnection;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use proto::messages::v1 as msg;
+use service_kit::db::DbError;
 
 use crate::app::{self, AppError};
-use crate::db::DbError;
 use crate::domain::{CustomerId, NewNotification, OrderId};
 
 pub struct NotificationHandler {

@@ -12,12 +12,10 @@ use notification_service::config::WebhookUrl;
 use proto::messages::v1 as msg;
 use proto::notification::v1 as api;
 use proto::notification::v1::notification_service_client::NotificationServiceClient;
-use rdkafka::producer::FutureProducer;
-use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
-use test_support::{TestDatabase, count_rows, eventually};
+use service_kit::config::TelemetryArgs;
+use test_support::{ServiceHarness, eventually};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -129,83 +127,52 @@ async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<Hit> {
 
 struct TestApp {
     client: NotificationServiceClient<Channel>,
-    db: TestDatabase,
-    events_topic: String,
-    producer: FutureProducer,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    harness: ServiceHarness,
 }
 
 async fn spawn_app(webhook_url: Option<&str>, max_attempts: u32) -> TestApp {
-    let db = TestDatabase::create("notification")
+    let harness = ServiceHarness::create("notification")
         .await
-        .expect("test database");
-    let prefix = test_support::topic_namespace().await.expect("topics");
-    let kafka = KafkaArgs::new(test_support::kafka_brokers(), prefix);
-    let shutdown = CancellationToken::new();
-    let addr = spawn_replica(&db, &kafka, webhook_url, max_attempts, &shutdown).await;
+        .expect("test database and topics");
+    let addr = spawn_replica(&harness, webhook_url, max_attempts).await;
     let client = NotificationServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("client connects");
-    TestApp {
-        client,
-        db,
-        events_topic: kafka.topic(proto::topics::ORDER_EVENTS),
-        producer: test_support::producer().expect("producer"),
-        shutdown,
-    }
+    TestApp { client, harness }
 }
 
 /// Starts one more service process (a replica) on the database and topics.
 async fn spawn_replica(
-    db: &TestDatabase,
-    kafka: &KafkaArgs,
+    harness: &ServiceHarness,
     webhook_url: Option<&str>,
     max_attempts: u32,
-    shutdown: &CancellationToken,
 ) -> SocketAddr {
     let config = notification_service::Config {
-        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen_addr: harness.listen_addr(),
         webhook_url: WebhookUrl::parse(webhook_url.unwrap_or_default()).expect("url"),
         max_attempts,
         retry_base_ms: u64::try_from(RETRY_BASE.as_millis()).expect("ms"),
         retry_max_ms: 200,
-        database: DatabaseArgs {
-            database_url: db.url.clone(),
-            database_pool_size: 4,
-        },
-        kafka: kafka.clone(),
+        database: harness.database(4),
+        kafka: harness.kafka(),
         telemetry: TelemetryArgs::quiet(),
-        shutdown: ShutdownArgs {
-            shutdown_grace_seconds: 1,
-        },
+        shutdown: harness.shutdown_args(),
     };
     let app = notification_service::Application::build(config)
         .await
         .expect("app builds");
     let addr = app.local_addr();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    harness.spawn(|shutdown| app.run_until_stopped(shutdown));
     addr
 }
 
 impl TestApp {
     /// Publishes an order event as the relay would, with a fresh message id.
     async fn publish<M: prost::Message + prost::Name>(&self, order_id: Uuid, event: &M) {
-        test_support::send(
-            &self.producer,
-            &self.events_topic,
-            &order_id.to_string(),
-            &M::full_name(),
-            Uuid::now_v7(),
-            &event.encode_to_vec(),
-        )
-        .await
-        .expect("sent");
+        self.harness
+            .send(proto::topics::ORDER_EVENTS, &order_id.to_string(), event)
+            .await
+            .expect("sent");
     }
 
     async fn approve(&self, order_id: Uuid, customer_id: &str) {
@@ -232,8 +199,7 @@ impl TestApp {
     }
 
     async fn rows(&self, table: &str) -> i64 {
-        let mut conn = self.db.connect().await.expect("connect");
-        count_rows(&mut conn, table).await.expect("count")
+        self.harness.rows(table).await.expect("count")
     }
 
     /// Waits until `count` messages took effect (their inbox rows committed).
@@ -498,13 +464,7 @@ async fn list_notifications_refuses_an_invalid_customer_id_with_a_field_violatio
 async fn several_replicas_deliver_each_notification_once() {
     let webhook = Webhook::start(0, 200, 200).await;
     let app = spawn_app(Some(&webhook.url), 5).await;
-    let prefix = app
-        .events_topic
-        .strip_suffix(proto::topics::ORDER_EVENTS)
-        .expect("prefixed topic")
-        .to_owned();
-    let kafka = KafkaArgs::new(test_support::kafka_brokers(), prefix);
-    spawn_replica(&app.db, &kafka, Some(&webhook.url), 5, &app.shutdown).await;
+    spawn_replica(&app.harness, Some(&webhook.url), 5).await;
     let orders = 20;
     for _ in 0..orders {
         app.approve(Uuid::now_v7(), "customer-1").await;

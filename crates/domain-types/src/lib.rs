@@ -15,7 +15,7 @@ pub mod text;
 
 pub use id::{CustomerId, MAX_ID_LEN, OrderId, ProductId};
 pub use money::{Currency, Money};
-pub use page::{NewestFirst, PageSize};
+pub use page::{NewestFirst, PageSize, parse_page_token};
 pub use text::{parse_multiline_text, parse_text};
 
 /// Re-exported for [`uuid_id!`], so a service need not name it.

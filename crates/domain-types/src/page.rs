@@ -55,6 +55,19 @@ impl PageSize {
     }
 }
 
+/// The cursor a request's page token stands for: `None` for an empty
+/// token (the first page), otherwise what `decode` makes of it.
+pub fn parse_page_token<C>(
+    token: &str,
+    decode: impl FnOnce(&str) -> Result<C, String>,
+) -> Result<Option<C>, String> {
+    if token.is_empty() {
+        Ok(None)
+    } else {
+        decode(token).map(Some)
+    }
+}
+
 /// Where a list ordered newest first (creation time, then id, both
 /// descending) continues: the last item seen. Its page token is
 /// `<microseconds since the epoch>.<uuid>`.
@@ -106,6 +119,14 @@ mod tests {
         );
         assert_eq!(size.split(vec![1, 2], |last| *last), (vec![1, 2], None));
         assert_eq!(size.split(Vec::<i32>::new(), |last| *last), (vec![], None));
+    }
+
+    #[test]
+    fn an_empty_page_token_asks_for_the_first_page() {
+        let decode = |token: &str| token.parse::<u32>().map_err(|_| "bad".to_owned());
+        assert_eq!(parse_page_token("", decode), Ok(None));
+        assert_eq!(parse_page_token("7", decode), Ok(Some(7)));
+        assert_eq!(parse_page_token("x", decode), Err("bad".to_owned()));
     }
 
     #[test]

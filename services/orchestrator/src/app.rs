@@ -339,14 +339,16 @@ impl Sagas {
                 .unwrap_or_default();
             match record.saga.phase {
                 Phase::Running(step) => {
-                    tracing::warn!(
+                    // No message: the OpenTelemetry layer would name the
+                    // span event after it, and the trace shows it by name.
+                    tracing::event!(
                         name: "saga.step.timeout",
+                        tracing::Level::WARN,
                         {
                             saga.step = step.name(),
                             saga.deadline = %deadline,
-                            order_id = %record.order_id
-                        },
-                        "saga step timed out"
+                            order_id = %record.order_id,
+                        }
                     );
                 }
                 _ => {

@@ -1,7 +1,7 @@
 //! The gRPC edge: parses requests into domain types, calls the application
 //! layer, and maps results and errors back to proto and `tonic::Status`.
 
-use domain_types::{PageSize, parse_multiline_text, parse_text};
+use domain_types::{PageSize, parse_multiline_text, parse_page_token, parse_text};
 use proto::inventory::v1 as api;
 use service_kit::grpc::timestamp;
 use service_kit::status::{
@@ -53,12 +53,10 @@ impl api::inventory_service_server::InventoryService for InventoryApi {
         let request = request.into_inner();
         let mut v = Violations::new();
         let page_size = v.check("page_size", PageSize::parse(request.page_size));
-        let after = if request.page_token.is_empty() {
-            Some(None)
-        } else {
-            v.check("page_token", PageCursor::decode(&request.page_token))
-                .map(Some)
-        };
+        let after = v.check(
+            "page_token",
+            parse_page_token(&request.page_token, PageCursor::decode),
+        );
         let (Some(page_size), Some(after)) = (page_size, after) else {
             return Err(invalid(v.into_vec()));
         };

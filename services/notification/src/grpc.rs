@@ -1,7 +1,7 @@
 //! The gRPC edge: parses requests into domain types, calls the application
 //! layer, and maps results and errors back to proto and `tonic::Status`.
 
-use domain_types::PageSize;
+use domain_types::{PageSize, parse_page_token};
 use proto::notification::v1 as api;
 use service_kit::grpc::timestamp;
 use service_kit::status::{ErrorKind, Violations, invalid_argument as invalid, to_status};
@@ -30,15 +30,12 @@ impl api::notification_service_server::NotificationService for NotificationApi {
         let mut v = Violations::new();
         let customer_id = v.check("customer_id", CustomerId::parse(&request.customer_id));
         let page_size = v.check("page_size", PageSize::parse(request.page_size));
-        let after = if request.page_token.is_empty() {
-            Some(None)
-        } else {
-            v.check(
-                "page_token",
-                PageCursor::decode(&request.page_token, "ListNotifications"),
-            )
-            .map(Some)
-        };
+        let after = v.check(
+            "page_token",
+            parse_page_token(&request.page_token, |token| {
+                PageCursor::decode(token, "ListNotifications")
+            }),
+        );
         let (Some(customer_id), Some(page_size), Some(after)) = (customer_id, page_size, after)
         else {
             return Err(invalid(v.into_vec()));

@@ -179,6 +179,7 @@ impl Stack {
         let prefix = test_support::topic_namespace()
             .await
             .context("cannot create the topic namespace; is Kafka up (scripts/infra.sh up)?")?;
+        wait_topics_ready(&prefix).await?;
         let log_dir = target_dir()?
             .join("e2e-logs")
             .join(prefix.trim_end_matches('.'));
@@ -522,7 +523,107 @@ impl Drop for Stack {
                 }
             }
         }
+        drop(processes);
+        // Drop may run inside a runtime: the cleanup gets its own thread.
+        let prefix = self.prefix.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(runtime) = runtime
+                && let Err(error) = runtime.block_on(delete_namespace(&prefix))
+            {
+                eprintln!("cannot delete the topics of {prefix}: {error:#}");
+            }
+        });
+        let _ = cleanup.join();
     }
+}
+
+/// Waits (bounded) until every partition of the namespace's topics has a
+/// leader that answers for its offsets: freshly created topics take a moment.
+async fn wait_topics_ready(prefix: &str) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer as _};
+    let prefix = prefix.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", test_support::kafka_brokers())
+            .create()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = (|| -> anyhow::Result<bool> {
+                let metadata = consumer.fetch_metadata(None, Duration::from_secs(5))?;
+                let topics: Vec<_> = metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.name().starts_with(&prefix))
+                    .collect();
+                let expected = include_str!("../../config/topics.txt")
+                    .lines()
+                    .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                    .count();
+                if topics.len() < expected {
+                    return Ok(false);
+                }
+                for topic in topics {
+                    for partition in topic.partitions() {
+                        if partition.leader() < 0 {
+                            return Ok(false);
+                        }
+                        consumer.fetch_watermarks(
+                            topic.name(),
+                            partition.id(),
+                            Duration::from_secs(5),
+                        )?;
+                    }
+                }
+                Ok(true)
+            })();
+            match ready {
+                Ok(true) => return Ok(()),
+                Ok(false) | Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Ok(false) => anyhow::bail!("topics of {prefix} have no leaders after 30 s"),
+                Err(error) => return Err(error.context(format!("topics of {prefix} not ready"))),
+            }
+        }
+    })
+    .await?
+}
+
+/// Deletes every topic of the namespace `prefix` (a shared broker would
+/// otherwise keep every test's topics, and run out of memory).
+pub async fn delete_namespace(prefix: &str) -> anyhow::Result<usize> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    anyhow::ensure!(
+        prefix.ends_with('.') && prefix.len() > 2,
+        "not a namespace prefix: {prefix:?}"
+    );
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", test_support::kafka_brokers())
+        .create()?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?;
+    let topics: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    if topics.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let results = admin
+        .delete_topics(
+            &names,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    Ok(results.iter().filter(|r| r.is_ok()).count())
 }
 
 /// Waits (bounded) until `/proc/<pid>` is gone or a zombie.

@@ -106,10 +106,11 @@ async fn a_created_order_is_announced_on_kafka_keyed_by_its_id_within_one_trace(
                 && op == "ordersaga.order.v1.OrderService/CreateOrder"),
         "server span of CreateOrder: {spans:?}"
     );
+    let publish = format!("{}{} publish", stack.prefix, proto::topics::ORDER_EVENTS);
     assert!(
         spans
             .iter()
-            .any(|(s, op)| s == "outbox-relay" && op == "order.events.v1 publish"),
+            .any(|(s, op)| s == "outbox-relay" && *op == publish),
         "producer span of the relay: {spans:?}"
     );
 }

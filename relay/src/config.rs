@@ -26,7 +26,8 @@ pub struct Config {
     /// Most rows read and published per round trip.
     #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 1000)]
     pub batch_size: i64,
-    /// Milliseconds between outbox polls when no notification arrives.
+    /// Longest sleep of an idle relay without a notification, in milliseconds
+    /// (while rows keep coming it polls every few milliseconds on its own).
     #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 500)]
     pub poll_interval_ms: u64,
     #[command(flatten)]

@@ -26,6 +26,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often the backlog, its oldest row's age and the parked rows are
 /// counted for the gauges.
 const STATS_INTERVAL: Duration = Duration::from_secs(2);
+/// While rows keep coming the relay polls on its own, so that enqueuing
+/// transactions need not notify (notifying commits are serialised
+/// server-wide): after an empty fetch it waits `IDLE_POLL_MIN`, doubling up
+/// to `IDLE_POLL_MAX`, and after `SLEEP_AFTER` without rows it asks to be
+/// notified and sleeps on `LISTEN outbox` (at most the poll interval).
+const IDLE_POLL_MIN: Duration = Duration::from_millis(1);
+const IDLE_POLL_MAX: Duration = Duration::from_millis(8);
+const SLEEP_AFTER: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
@@ -195,6 +203,10 @@ async fn session(
     let mut parked = 0;
     let mut stats_due = Instant::now();
     let mut backoff = MIN_BACKOFF;
+    // The wake-up flag as this session last set it, and how long no rows came.
+    let mut listening: Option<bool> = None;
+    let mut idle_since: Option<Instant> = None;
+    let mut idle_wait = IDLE_POLL_MIN;
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -217,8 +229,29 @@ async fn session(
                 .collect()
         };
         if rows.is_empty() {
-            wait_for_rows(&mut conn, settings.poll_interval, shutdown).await?;
+            let idle_for = idle_since.get_or_insert_with(Instant::now).elapsed();
+            if idle_for < SLEEP_AFTER {
+                tokio::select! {
+                    () = tokio::time::sleep(idle_wait) => {}
+                    () = shutdown.cancelled() => return Ok(()),
+                }
+                idle_wait = (idle_wait * 2).min(IDLE_POLL_MAX);
+            } else if listening != Some(true) {
+                // Fetch once more after setting it: a transaction that read
+                // the flag before did not notify, but has committed by then
+                // or commits within a poll interval.
+                outbox::set_listening(&mut conn, true).await?;
+                listening = Some(true);
+            } else {
+                wait_for_rows(&mut conn, settings.poll_interval, shutdown).await?;
+            }
             continue;
+        }
+        idle_since = None;
+        idle_wait = IDLE_POLL_MIN;
+        if listening != Some(false) {
+            outbox::set_listening(&mut conn, false).await?;
+            listening = Some(false);
         }
         gauges.batch_size.record(rows.len() as f64);
         let fetched = Instant::now();

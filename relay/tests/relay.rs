@@ -448,3 +448,80 @@ async fn a_row_for_a_missing_topic_is_parked_and_published_once_the_topic_exists
     shutdown.cancel();
     running.await.expect("join").expect("relay stops cleanly");
 }
+
+/// Notifications received on `listener` until `wait` passes without one.
+async fn notifications(listener: &mut diesel_async::AsyncPgConnection, wait: Duration) -> usize {
+    use futures::StreamExt;
+    let mut stream = std::pin::pin!(listener.notifications_stream());
+    let mut count = 0;
+    while let Ok(Some(notification)) = tokio::time::timeout(wait, stream.next()).await {
+        notification.expect("notification");
+        count += 1;
+    }
+    count
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rows_that_keep_coming_are_published_without_notifying_and_a_sleeping_relay_is_woken() {
+    let db = outbox_database("relay_wakeup").await;
+    let topic = create_topic("relay-wakeup", 1).await.expect("topic");
+    // A topic just created may not be in the metadata yet.
+    let consumer = eventually(Duration::from_secs(10), "topic metadata", async || {
+        Ok(tail(&topic).await.ok())
+    })
+    .await
+    .expect("consumer");
+    let mut listener = db.connect().await.expect("connect");
+    diesel::sql_query("LISTEN outbox")
+        .execute(&mut listener)
+        .await
+        .expect("listen");
+    let mut config = relay_config(&db, 100);
+    // Far longer than the test: only a notification or its own polling wakes the relay.
+    config.poll_interval_ms = 60_000;
+    let relay = Relay::build(config).await.expect("relay");
+    let shutdown = CancellationToken::new();
+    let running = tokio::spawn(relay.run_until_stopped(shutdown.clone()));
+
+    // The first row wakes the idle relay; it then polls while rows keep
+    // coming, so the rows enqueued every 5 ms notify nobody.
+    enqueue_each(&db, &[message(&topic, "order-w", 0)]).await;
+    receive_until(&consumer, Duration::from_secs(10), |r| !r.is_empty())
+        .await
+        .expect("the first row is published");
+    notifications(&mut listener, Duration::from_millis(20)).await;
+    let stream: Vec<_> = (1..=40)
+        .map(|seq| message(&topic, "order-w", seq))
+        .collect();
+    for m in &stream {
+        enqueue_each(&db, std::slice::from_ref(m)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let received = receive_until(&consumer, Duration::from_secs(10), |r| r.len() >= 40)
+        .await
+        .expect("the stream is published");
+    assert_eq!(payload(&received[39]), "order-w:40");
+    assert_eq!(
+        notifications(&mut listener, Duration::from_millis(50)).await,
+        0,
+        "no enqueuing transaction notified while the relay polled"
+    );
+
+    // Idle for longer than the relay's 100 ms, then one row: it notifies and
+    // is published long before the relay's 60 s poll interval.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    enqueue_each(&db, &[message(&topic, "order-w", 41)]).await;
+    receive_until(&consumer, Duration::from_secs(10), |r| !r.is_empty())
+        .await
+        .expect("the sleeping relay is woken");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        notifications(&mut listener, Duration::from_millis(50)).await,
+        1,
+        "the row enqueued while the relay slept notified"
+    );
+
+    shutdown.cancel();
+    running.await.expect("join").expect("relay stops cleanly");
+}

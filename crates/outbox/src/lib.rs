@@ -324,6 +324,21 @@ pub struct Stats {
     pub parked: i64,
 }
 
+/// Tells enqueuing transactions whether to wake the relay with a `NOTIFY
+/// outbox`: the relay sets it before it sleeps on `LISTEN outbox` and clears
+/// it once rows flow, polling on its own meanwhile, so that under load no
+/// commit notifies (notifying commits are serialised server-wide).
+pub async fn set_listening(
+    conn: &mut AsyncPgConnection,
+    listening: bool,
+) -> Result<(), OutboxError> {
+    diesel::sql_query("UPDATE outbox_wakeup SET listening = $1")
+        .bind::<diesel::sql_types::Bool, _>(listening)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// Counts the backlog and the parked rows; a full count, so call it
 /// periodically, not per batch.
 pub async fn stats(conn: &mut AsyncPgConnection) -> Result<Stats, OutboxError> {

@@ -158,7 +158,11 @@ impl From<outbox::OutboxError> for HandlerError {
 
 /// Takes effect of messages. `handle` runs inside the runtime's transaction
 /// on `conn`; it must not commit, and writes outgoing messages with
-/// `outbox::enqueue` on the same connection.
+/// `outbox::enqueue` on the same connection. The transaction may hold
+/// earlier messages of the same partition (a batch, in offset order); if any
+/// of them fails, all of it is rolled back and each message is handled again
+/// in a transaction of its own, so `handle` must have no effect outside the
+/// transaction.
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,

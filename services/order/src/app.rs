@@ -2,9 +2,10 @@
 //! domain rules, writes rows and outbox messages, and commits.
 
 use diesel_async::{AsyncConnection, AsyncPgConnection};
-use service_kit::db::PgPool;
+use domain_types::PageSize;
+use service_kit::db::{DbError, PgPool, PooledConnection};
 
-use crate::db::{self, DbError};
+use crate::db;
 use crate::domain::{
     self, CustomerId, NewOrder, Order, OrderId, PageCursor, RejectionReason, Transition,
     TransitionRefused, Verdict,
@@ -56,16 +57,10 @@ impl Orders {
         Self { pool, events_topic }
     }
 
-    async fn connection(
-        &self,
-    ) -> Result<
-        diesel_async::pooled_connection::deadpool::Object<diesel_async::AsyncPgConnection>,
-        AppError,
-    > {
-        self.pool
-            .get()
+    async fn connection(&self) -> Result<PooledConnection, AppError> {
+        service_kit::db::connection(&self.pool)
             .await
-            .map_err(|error| AppError::Unavailable(error.into()))
+            .map_err(AppError::Unavailable)
     }
 
     /// Commits the order (PENDING) and its `OrderCreated` event in one
@@ -127,21 +122,15 @@ impl Orders {
         &self,
         customer_id: &CustomerId,
         after: Option<PageCursor>,
-        page_size: usize,
+        page_size: PageSize,
     ) -> Result<(Vec<Order>, Option<PageCursor>), AppError> {
         let mut conn = self.connection().await?;
-        let limit = i64::try_from(page_size + 1).unwrap_or(i64::MAX);
-        let mut orders = db::list_by_customer(&mut conn, customer_id, after, limit).await?;
-        let next = if orders.len() > page_size {
-            orders.truncate(page_size);
-            orders.last().map(|last| PageCursor {
-                created_at: last.created_at,
-                order_id: last.id,
-            })
-        } else {
-            None
-        };
-        Ok((orders, next))
+        let orders =
+            db::list_by_customer(&mut conn, customer_id, after, page_size.fetch_limit()).await?;
+        Ok(page_size.split(orders, |last| PageCursor {
+            created_at: last.created_at,
+            id: last.id,
+        }))
     }
 
     /// Approves the order on the caller's open transaction (the consumer

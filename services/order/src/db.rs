@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use service_kit::db::{CorruptRow, DbError};
 use uuid::Uuid;
 
 use crate::domain::{
@@ -48,22 +49,6 @@ struct HistoryRow {
     status: String,
     reason: Option<String>,
     at: DateTime<Utc>,
-}
-
-/// Stored data that breaks the domain's rules: a bug or a bad manual edit.
-#[derive(Debug, thiserror::Error)]
-#[error("stored order {order_id} is corrupt: {what}")]
-pub struct CorruptRow {
-    pub order_id: Uuid,
-    pub what: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
-    #[error(transparent)]
-    Corrupt(#[from] CorruptRow),
 }
 
 /// Inserts the order with its items and first history entry and returns
@@ -155,12 +140,9 @@ pub async fn lock_status(
     let Some((customer_id, status, rejection_reason)) = row else {
         return Ok(None);
     };
-    let corrupt = |what: String| CorruptRow {
-        order_id: id.0,
-        what,
-    };
+    let corrupt = CorruptRow::of("order", id);
     Ok(Some(LockedOrder {
-        customer_id: CustomerId::parse(&customer_id).map_err(corrupt)?,
+        customer_id: CustomerId::parse(&customer_id).map_err(&corrupt)?,
         status: OrderStatus::parse(&status)
             .ok_or_else(|| corrupt(format!("unknown status {status:?}")))?,
         rejection_reason,
@@ -238,7 +220,7 @@ pub async fn list_by_customer(
                 .lt(cursor.created_at)
                 .or(orders::created_at
                     .eq(cursor.created_at)
-                    .and(orders::id.lt(cursor.order_id.0))),
+                    .and(orders::id.lt(cursor.id.0))),
         );
     }
     let rows = query.load(conn).await?;
@@ -292,24 +274,21 @@ fn to_domain(
     items: Vec<ItemRow>,
     history: Vec<HistoryRow>,
 ) -> Result<Order, DbError> {
-    let corrupt = |what: String| CorruptRow {
-        order_id: row.id,
-        what,
-    };
+    let corrupt = CorruptRow::of("order", row.id);
     let status = |raw: &str| {
         OrderStatus::parse(raw).ok_or_else(|| corrupt(format!("unknown status {raw:?}")))
     };
     Ok(Order {
         id: OrderId(row.id),
-        customer_id: CustomerId::parse(&row.customer_id).map_err(corrupt)?,
+        customer_id: CustomerId::parse(&row.customer_id).map_err(&corrupt)?,
         status: status(&row.status)?,
         rejection_reason: row.rejection_reason.clone(),
         items: items
             .iter()
             .map(|item| {
                 Ok(LineItem {
-                    product_id: ProductId::parse(&item.product_id).map_err(corrupt)?,
-                    quantity: Quantity::parse(item.quantity).map_err(corrupt)?,
+                    product_id: ProductId::parse(&item.product_id).map_err(&corrupt)?,
+                    quantity: Quantity::parse(item.quantity).map_err(&corrupt)?,
                 })
             })
             .collect::<Result<_, CorruptRow>>()?,

@@ -2,6 +2,7 @@
 
 use outbox::OutgoingMessage;
 use proto::messages::v1 as msg;
+use service_kit::grpc::timestamp;
 
 use crate::domain::{CustomerId, Order, OrderId};
 
@@ -54,11 +55,4 @@ pub fn order_rejected(
         reason: reason.to_owned(),
     };
     OutgoingMessage::new(topic, id.to_string(), &event)
-}
-
-pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }

@@ -1,8 +1,12 @@
 //! The gRPC edge: parses requests into domain types, calls the application
 //! layer, and maps results and errors back to proto and `tonic::Status`.
 
+use domain_types::{PageSize, parse_page_token, parse_text};
 use proto::order::v1 as api;
-use service_kit::status::{ErrorKind, FieldViolation, Violations, to_status};
+use service_kit::grpc::timestamp;
+use service_kit::status::{
+    ErrorKind, FieldViolation, Violations, invalid_argument as invalid, invalid_field, to_status,
+};
 use tonic::{Request, Response, Status};
 
 use crate::app::{AppError, Orders};
@@ -10,10 +14,6 @@ use crate::domain::{
     self, Address, CustomerId, IdempotencyKey, LineItem, NewOrder, Order, OrderId, OrderStatus,
     PageCursor, ProductId, Quantity,
 };
-use crate::events::timestamp;
-
-const DEFAULT_PAGE_SIZE: usize = 20;
-const MAX_PAGE_SIZE: usize = 100;
 
 pub struct OrderApi {
     orders: Orders,
@@ -46,7 +46,7 @@ impl api::order_service_server::OrderService for OrderApi {
         request: Request<api::GetOrderRequest>,
     ) -> Result<Response<api::Order>, Status> {
         let id = OrderId::parse(&request.into_inner().order_id)
-            .map_err(|d| invalid(vec![FieldViolation::new("order_id", d)]))?;
+            .map_err(|d| invalid_field("order_id", d))?;
         let order = self.orders.get(id).await.map_err(app_status)?;
         Ok(Response::new(order_to_proto(&order)))
     }
@@ -58,13 +58,13 @@ impl api::order_service_server::OrderService for OrderApi {
         let request = request.into_inner();
         let mut v = Violations::new();
         let customer_id = v.check("customer_id", CustomerId::parse(&request.customer_id));
-        let page_size = v.check("page_size", parse_page_size(request.page_size));
-        let after = if request.page_token.is_empty() {
-            Some(None)
-        } else {
-            v.check("page_token", PageCursor::decode(&request.page_token))
-                .map(Some)
-        };
+        let page_size = v.check("page_size", PageSize::parse(request.page_size));
+        let after = v.check(
+            "page_token",
+            parse_page_token(&request.page_token, |token| {
+                PageCursor::decode(token, "ListOrders")
+            }),
+        );
         let (Some(customer_id), Some(page_size), Some(after)) = (customer_id, page_size, after)
         else {
             return Err(invalid(v.into_vec()));
@@ -79,20 +79,6 @@ impl api::order_service_server::OrderService for OrderApi {
             next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
         }))
     }
-}
-
-fn parse_page_size(raw: i32) -> Result<usize, String> {
-    match raw {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => usize::try_from(n)
-            .ok()
-            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| format!("must be between 1 and {MAX_PAGE_SIZE}, or 0 for the default")),
-    }
-}
-
-fn invalid(violations: Vec<FieldViolation>) -> Status {
-    to_status(ErrorKind::InvalidArgument(violations))
 }
 
 /// The one mapping from application errors to gRPC status.
@@ -167,7 +153,7 @@ impl TryFrom<api::CreateOrderRequest> for NewOrder {
                 let mut field = |name: &str, value: &str, min: usize, max: usize| {
                     v.check(
                         format!("shipping_address.{name}"),
-                        domain::parse_text(value, min, max),
+                        parse_text(value, min, max),
                     )
                 };
                 let recipient = field("recipient", &a.recipient, 1, 200);

@@ -14,21 +14,18 @@ pub mod messaging;
 mod schema;
 
 use std::net::SocketAddr;
-
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use futures::FutureExt as _;
 use proto::order::v1::order_service_server::{OrderServiceServer, SERVICE_NAME};
-use tokio::net::TcpListener;
+use service_kit::serving::{Foundation, GrpcApi};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
 /// A built service: migrated database, pool and bound listener.
 pub struct Application {
-    listener: TcpListener,
-    pool: service_kit::db::PgPool,
+    foundation: Foundation,
     orders: app::Orders,
     config: Config,
 }
@@ -37,35 +34,26 @@ impl Application {
     /// Migrates the database, opens the pool and binds the listener (port 0
     /// picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        service_kit::db::migrate(
-            &config.database.database_url,
+        let foundation = Foundation::build(
+            "order",
+            &config.database,
             [outbox::MIGRATIONS, consumer::MIGRATIONS, db::MIGRATIONS],
+            config.listen_addr,
         )
-        .await
-        .context("cannot migrate the order database")?;
-        let pool = service_kit::db::pool(
-            &config.database.database_url,
-            config.database.database_pool_size,
-        )?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        .await?;
         let orders = app::Orders::new(
-            pool.clone(),
+            foundation.pool().clone(),
             config.kafka.topic(proto::topics::ORDER_EVENTS),
         );
         Ok(Self {
-            listener,
-            pool,
+            foundation,
             orders,
             config,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen_addr)
+        self.foundation.local_addr()
     }
 
     /// Serves gRPC and consumes the saga's verdicts until `shutdown` is
@@ -74,17 +62,13 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(%addr, "order service listening");
-        let routes = tonic::service::Routes::new(OrderServiceServer::new(grpc::OrderApi::new(
-            self.orders.clone(),
-        )));
-        let server = service_kit::grpc::serve(
-            self.listener,
-            routes,
-            vec![SERVICE_NAME.to_owned()],
-            proto::FILE_DESCRIPTOR_SET,
-            shutdown.clone(),
-            self.config.shutdown.grace(),
-        );
+        let api = GrpcApi {
+            routes: tonic::service::Routes::new(OrderServiceServer::new(grpc::OrderApi::new(
+                self.orders.clone(),
+            ))),
+            service_name: SERVICE_NAME,
+            file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+        };
         let consumer_config = consumer::ConsumerConfig::for_service(
             &self.config.kafka,
             messaging::CONSUMER_NAME,
@@ -92,14 +76,17 @@ impl Application {
         );
         let consumer = consumer::run(
             consumer_config,
-            self.pool,
+            self.foundation.pool().clone(),
             Arc::new(messaging::VerdictHandler::new(self.orders)),
             shutdown.clone(),
         );
-        service_kit::grpc::supervise(
-            shutdown,
-            vec![("grpc", server.boxed()), ("consumer", consumer.boxed())],
-        )
-        .await
+        self.foundation
+            .run_until_stopped(
+                api,
+                vec![("consumer", consumer.boxed())],
+                self.config.shutdown.grace(),
+                shutdown,
+            )
+            .await
     }
 }

@@ -6,9 +6,9 @@ use consumer::{Handler, HandlerError, Incoming};
 use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
 use proto::messages::v1 as msg;
+use service_kit::db::DbError;
 
 use crate::app::{AppError, Orders};
-use crate::db::DbError;
 use crate::domain::{OrderId, RejectionReason};
 
 /// The order service's consumer: name of its group and inbox entries.

@@ -4,7 +4,6 @@
 mod common;
 
 use common::{rows, spawn_app, valid_request};
-use prost::Message as _;
 use proto::messages::v1::OrderCreated;
 use proto::order::v1 as api;
 use tonic::Code;
@@ -39,12 +38,13 @@ async fn create_order_commits_the_order_and_one_outbox_event() {
     assert_eq!(rows(&app, "outbox").await, 1);
 
     // The event describes the order exactly as it was stored.
-    let mut conn = app.db.connect().await.expect("connect");
-    let outbox = outbox::fetch_batch(&mut conn, 10)
+    let outbox = app
+        .harness
+        .outbox(proto::topics::ORDER_EVENTS)
         .await
         .expect("outbox rows");
-    let event = OrderCreated::decode(outbox[0].payload.as_slice()).expect("OrderCreated");
-    assert_eq!(outbox[0].message_key, created.order_id);
+    let event: OrderCreated = outbox[0].decode().expect("OrderCreated");
+    assert_eq!(outbox[0].key, created.order_id);
     assert_eq!(event.order_id, order.order_id);
     assert_eq!(event.customer_id, order.customer_id);
     let event_items: Vec<(String, i32)> = event

@@ -25,17 +25,10 @@ async fn place(app: &mut TestApp) -> String {
 }
 
 async fn send<M: prost::Message + prost::Name>(app: &TestApp, key: &str, command: &M) {
-    let producer = test_support::producer().expect("producer");
-    test_support::send(
-        &producer,
-        &format!("{}{}", app.prefix, proto::topics::ORDER_COMMANDS),
-        key,
-        &M::full_name(),
-        Uuid::now_v7(),
-        &command.encode_to_vec(),
-    )
-    .await
-    .expect("command sent");
+    app.harness
+        .send(proto::topics::ORDER_COMMANDS, key, command)
+        .await
+        .expect("command sent");
 }
 
 fn approve(order_id: &str) -> msg::ApproveOrder {
@@ -76,17 +69,18 @@ async fn wait_status(app: &mut TestApp, order_id: &str, status: api::OrderStatus
     .expect("status reached")
 }
 
-/// The outbox rows of type `M`, decoded, in publication order.
+/// The order events of type `M` in the outbox, decoded, in publication
+/// order, with their keys.
 async fn events<M: prost::Message + prost::Name + Default>(app: &TestApp) -> Vec<(String, M)> {
-    let mut conn = app.db.connect().await.expect("connect");
-    outbox::fetch_batch(&mut conn, 1000)
+    app.harness
+        .outbox(proto::topics::ORDER_EVENTS)
         .await
         .expect("outbox rows")
         .into_iter()
-        .filter(|row| row.message_type == M::full_name())
-        .map(|row| {
-            let event = M::decode(row.payload.as_slice()).expect("decodes");
-            (row.message_key, event)
+        .filter(|message| message.is::<M>())
+        .map(|message| {
+            let event = message.decode().expect("decodes");
+            (message.key, event)
         })
         .collect()
 }
@@ -104,7 +98,7 @@ async fn wait_events<M: prost::Message + prost::Name + Default>(
 }
 
 async fn dead_letters(app: &TestApp) -> Vec<consumer::deadletter::DeadLetter> {
-    let mut conn = app.db.connect().await.expect("connect");
+    let mut conn = app.harness.db.connect().await.expect("connect");
     consumer::deadletter::pending(&mut conn, 100)
         .await
         .expect("dead letters")

@@ -1,61 +1,39 @@
 //! The order service under test: a fresh database, its own topic namespace,
-//! the service on port 0 in a task.
+//! the service on port 0 in a task (test_support's `ServiceHarness`).
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
-
 use proto::order::v1 as api;
 use proto::order::v1::order_service_client::OrderServiceClient;
-use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
-use test_support::{TestDatabase, count_rows};
-use tokio_util::sync::CancellationToken;
+use service_kit::config::TelemetryArgs;
+use test_support::ServiceHarness;
 use tonic::transport::Channel;
 
 pub struct TestApp {
     pub client: OrderServiceClient<Channel>,
-    pub db: TestDatabase,
-    /// Topic prefix of this test's namespace.
-    pub prefix: String,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    pub harness: ServiceHarness,
 }
 
 pub async fn spawn_app() -> TestApp {
-    let db = TestDatabase::create("order").await.expect("test database");
-    let prefix = test_support::topic_namespace().await.expect("topics");
+    let harness = ServiceHarness::create("order")
+        .await
+        .expect("test database and topics");
     let config = order_service::Config {
-        listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database: DatabaseArgs {
-            database_url: db.url.clone(),
-            database_pool_size: 8,
-        },
-        kafka: KafkaArgs::new(test_support::kafka_brokers(), prefix.clone()),
+        listen_addr: harness.listen_addr(),
+        database: harness.database(8),
+        kafka: harness.kafka(),
         telemetry: TelemetryArgs::quiet(),
-        shutdown: ShutdownArgs {
-            shutdown_grace_seconds: 1,
-        },
+        shutdown: harness.shutdown_args(),
     };
     let app = order_service::Application::build(config)
         .await
         .expect("app builds");
     let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    harness.spawn(|shutdown| app.run_until_stopped(shutdown));
     let client = OrderServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("client connects");
-    TestApp {
-        client,
-        db,
-        prefix,
-        shutdown,
-    }
+    TestApp { client, harness }
 }
 
 pub fn valid_request(idempotency_key: &str) -> api::CreateOrderRequest {
@@ -84,6 +62,5 @@ pub fn valid_request(idempotency_key: &str) -> api::CreateOrderRequest {
 }
 
 pub async fn rows(app: &TestApp, table: &str) -> i64 {
-    let mut conn = app.db.connect().await.expect("connect");
-    count_rows(&mut conn, table).await.expect("count")
+    app.harness.rows(table).await.expect("count")
 }

@@ -5,16 +5,17 @@
 
 use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
+use domain_types::PageSize;
 use service_kit::config::KafkaArgs;
-use service_kit::db::PgPool;
+use service_kit::db::{CorruptRow, DbError, PgPool, PooledConnection};
 use service_kit::trace_context;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use uuid::Uuid;
 
-use crate::db::{self, CorruptRow, DbError, ListFilter, StoredStep};
+use crate::db::{self, ListFilter, StoredStep};
 use crate::messages;
-use crate::record::{self, Money, NewSaga, SagaRecord, StepEntry};
+use crate::record::{self, Money, NewSaga, PageCursor, SagaRecord, StepEntry};
 use crate::saga::{Command, Input, Phase, Saga, Timing};
 
 #[derive(Debug, thiserror::Error)]
@@ -163,16 +164,10 @@ impl Sagas {
         self.scan_batch
     }
 
-    async fn connection(
-        &self,
-    ) -> Result<
-        diesel_async::pooled_connection::deadpool::Object<diesel_async::AsyncPgConnection>,
-        AppError,
-    > {
-        self.pool
-            .get()
+    async fn connection(&self) -> Result<PooledConnection, AppError> {
+        service_kit::db::connection(&self.pool)
             .await
-            .map_err(|error| AppError::Unavailable(error.into()))
+            .map_err(AppError::Unavailable)
     }
 
     /// Enqueues `commands`, each inside its step span.
@@ -411,17 +406,14 @@ impl Sagas {
     pub async fn list(
         &self,
         filter: &ListFilter,
-        page_size: usize,
-    ) -> Result<(Vec<SagaView>, Option<(DateTime<Utc>, Uuid)>), AppError> {
+        page_size: PageSize,
+    ) -> Result<(Vec<SagaView>, Option<PageCursor>), AppError> {
         let mut conn = self.connection().await?;
-        let limit = i64::try_from(page_size + 1).unwrap_or(i64::MAX);
-        let mut records = db::list(&mut conn, filter, limit).await?;
-        let next = if records.len() > page_size {
-            records.truncate(page_size);
-            records.last().map(|r| (r.created_at, r.order_id))
-        } else {
-            None
-        };
+        let records = db::list(&mut conn, filter, page_size.fetch_limit()).await?;
+        let (records, next) = page_size.split(records, |last| PageCursor {
+            created_at: last.created_at,
+            id: last.order_id,
+        });
         let ids: Vec<Uuid> = records.iter().map(|r| r.order_id).collect();
         let mut steps = db::steps_of(&mut conn, &ids).await?;
         let views = records

@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, embed_migrations};
+use service_kit::db::{CorruptRow, DbError};
 use uuid::Uuid;
 
-use crate::record::{Money, NewSaga, SagaRecord, SagaState, StepEntry};
+use crate::record::{Money, NewSaga, PageCursor, SagaRecord, SagaState, StepEntry};
 use crate::saga::{Phase, Saga, Step, Stuck};
 use crate::schema::{saga_steps, sagas};
 
@@ -62,22 +63,6 @@ pub struct StoredStep {
     pub outcome: String,
     pub reason: Option<String>,
     pub at: DateTime<Utc>,
-}
-
-/// Stored data that breaks the saga's rules: a bug or a bad manual edit.
-#[derive(Debug, thiserror::Error)]
-#[error("stored saga {order_id} is corrupt: {what}")]
-pub struct CorruptRow {
-    pub order_id: Uuid,
-    pub what: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DbError {
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
-    #[error(transparent)]
-    Corrupt(#[from] CorruptRow),
 }
 
 /// The phase as its three columns: phase, step, and where it is stuck.
@@ -183,13 +168,13 @@ impl SagaRow {
 
     pub fn into_record(self) -> Result<SagaRecord, CorruptRow> {
         let order_id = self.order_id;
-        let corrupt = |what: String| CorruptRow { order_id, what };
+        let corrupt = CorruptRow::of("saga", order_id);
         let phase = phase_from_columns(
             &self.phase,
             self.phase_step.as_deref(),
             self.stuck_phase.as_deref(),
         )
-        .map_err(corrupt)?;
+        .map_err(&corrupt)?;
         let total = match (self.total_minor, self.total_currency) {
             (Some(minor_units), Some(currency)) => Some(Money {
                 minor_units,
@@ -208,8 +193,8 @@ impl SagaRow {
             total,
             saga: Saga {
                 phase,
-                completed: steps_from_column(&self.completed).map_err(corrupt)?,
-                compensated: steps_from_column(&self.compensated).map_err(corrupt)?,
+                completed: steps_from_column(&self.completed).map_err(&corrupt)?,
+                compensated: steps_from_column(&self.compensated).map_err(&corrupt)?,
                 failure: self.failure,
                 attempts: u32::try_from(self.attempts)
                     .map_err(|_| corrupt(format!("attempts {}", self.attempts)))?,
@@ -378,7 +363,7 @@ pub struct ListFilter {
     pub created_before: Option<DateTime<Utc>>,
     pub created_after: Option<DateTime<Utc>>,
     /// Keyset cursor: only sagas older than this (created_at, order_id).
-    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub after: Option<PageCursor>,
 }
 
 /// Up to `limit` sagas matching `filter`, newest first.
@@ -401,11 +386,11 @@ pub async fn list(
     if let Some(after) = filter.created_after {
         query = query.filter(sagas::created_at.ge(after));
     }
-    if let Some((created_at, order_id)) = filter.after {
+    if let Some(cursor) = filter.after {
         query = query.filter(
-            sagas::created_at.lt(created_at).or(sagas::created_at
-                .eq(created_at)
-                .and(sagas::order_id.lt(order_id))),
+            sagas::created_at.lt(cursor.created_at).or(sagas::created_at
+                .eq(cursor.created_at)
+                .and(sagas::order_id.lt(cursor.id))),
         );
     }
     let rows = query.load(conn).await?;

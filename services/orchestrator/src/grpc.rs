@@ -2,19 +2,21 @@
 //! (RetryStep, ForceCompensation). Parses requests, calls the application
 //! layer, maps results to proto and errors through `to_status`.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use domain_types::{PageSize, parse_page_token};
 use proto::orchestrator::v1 as api;
-use service_kit::status::{ErrorKind, FieldViolation, Violations, to_status};
+use service_kit::grpc::timestamp;
+use service_kit::status::{
+    ErrorKind, Violations, invalid_argument as invalid, invalid_field, to_status,
+};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::app::{AppError, SagaView, Sagas};
 use crate::db::ListFilter;
-use crate::record::SagaState;
+use crate::record::{PageCursor, SagaState};
 use crate::saga::Input;
 
-const DEFAULT_PAGE_SIZE: usize = 20;
-const MAX_PAGE_SIZE: usize = 100;
 const MAX_REASON_LEN: usize = 500;
 
 pub struct OrchestratorApi {
@@ -35,17 +37,7 @@ fn parse_order_id(raw: &str) -> Result<Uuid, String> {
 }
 
 fn order_id_of(raw: &str) -> Result<Uuid, Status> {
-    parse_order_id(raw).map_err(|d| invalid(vec![FieldViolation::new("order_id", d)]))
-}
-
-fn parse_page_size(raw: i32) -> Result<usize, String> {
-    match raw {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => usize::try_from(n)
-            .ok()
-            .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-            .ok_or_else(|| format!("must be between 1 and {MAX_PAGE_SIZE}, or 0 for the default")),
-    }
+    parse_order_id(raw).map_err(|d| invalid_field("order_id", d))
 }
 
 fn parse_age(raw: i64) -> Result<Option<chrono::Duration>, String> {
@@ -70,20 +62,6 @@ fn parse_state(raw: i32) -> Result<Option<SagaState>, String> {
     }
 }
 
-pub fn encode_cursor((created_at, order_id): (DateTime<Utc>, Uuid)) -> String {
-    format!("{}.{}", created_at.timestamp_micros(), order_id)
-}
-
-pub fn decode_cursor(token: &str) -> Result<(DateTime<Utc>, Uuid), String> {
-    let invalid = || "is not a token returned by ListSagas".to_owned();
-    let (micros, id) = token.split_once('.').ok_or_else(invalid)?;
-    let micros: i64 = micros.parse().map_err(|_| invalid())?;
-    Ok((
-        DateTime::from_timestamp_micros(micros).ok_or_else(invalid)?,
-        Uuid::parse_str(id).map_err(|_| invalid())?,
-    ))
-}
-
 #[tonic::async_trait]
 impl api::orchestrator_service_server::OrchestratorService for OrchestratorApi {
     async fn get_saga(
@@ -104,13 +82,13 @@ impl api::orchestrator_service_server::OrchestratorService for OrchestratorApi {
         let state = v.check("state", parse_state(request.state));
         let older = v.check("older_than_seconds", parse_age(request.older_than_seconds));
         let newer = v.check("newer_than_seconds", parse_age(request.newer_than_seconds));
-        let page_size = v.check("page_size", parse_page_size(request.page_size));
-        let after = if request.page_token.is_empty() {
-            Some(None)
-        } else {
-            v.check("page_token", decode_cursor(&request.page_token))
-                .map(Some)
-        };
+        let page_size = v.check("page_size", PageSize::parse(request.page_size));
+        let after = v.check(
+            "page_token",
+            parse_page_token(&request.page_token, |token| {
+                PageCursor::decode(token, "ListSagas")
+            }),
+        );
         let (Some(state), Some(older), Some(newer), Some(page_size), Some(after)) =
             (state, older, newer, page_size, after)
         else {
@@ -130,7 +108,7 @@ impl api::orchestrator_service_server::OrchestratorService for OrchestratorApi {
             .map_err(app_status)?;
         Ok(Response::new(api::ListSagasResponse {
             sagas: views.iter().map(saga_to_proto).collect(),
-            next_page_token: next.map(encode_cursor).unwrap_or_default(),
+            next_page_token: next.map(|c| c.encode()).unwrap_or_default(),
         }))
     }
 
@@ -177,10 +155,6 @@ impl api::orchestrator_service_server::OrchestratorService for OrchestratorApi {
     }
 }
 
-fn invalid(violations: Vec<FieldViolation>) -> Status {
-    to_status(ErrorKind::InvalidArgument(violations))
-}
-
 /// The one mapping from application errors to gRPC status.
 fn app_status(error: AppError) -> Status {
     let kind = match error {
@@ -192,13 +166,6 @@ fn app_status(error: AppError) -> Status {
         other @ (AppError::Db(_) | AppError::Outbox(_)) => ErrorKind::Internal(other.into()),
     };
     to_status(kind)
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
-    }
 }
 
 fn state_to_proto(state: SagaState) -> api::SagaState {
@@ -243,23 +210,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_page_cursor_round_trips_and_garbage_is_refused() {
-        let cursor = (
-            DateTime::from_timestamp_micros(1_800_000_000_123_456).expect("time"),
-            Uuid::now_v7(),
+    fn page_tokens_handed_out_before_keep_decoding() {
+        // The format ListSagas has always used: `<micros>.<order id>`.
+        let token = "1800000000123456.0190a5f3-7c1e-7d2a-9b4e-3f6a1c2d4e5f";
+        let cursor = PageCursor::decode(token, "ListSagas").expect("old token");
+        assert_eq!(cursor.created_at.timestamp_micros(), 1_800_000_000_123_456);
+        assert_eq!(
+            cursor.id.to_string(),
+            "0190a5f3-7c1e-7d2a-9b4e-3f6a1c2d4e5f"
         );
-        assert_eq!(decode_cursor(&encode_cursor(cursor)), Ok(cursor));
-        assert!(decode_cursor("garbage").is_err());
-        assert!(decode_cursor("12.nope").is_err());
+        assert_eq!(cursor.encode(), token);
+        assert_eq!(
+            PageCursor::decode("12.nope", "ListSagas"),
+            Err("is not a token returned by ListSagas".to_owned())
+        );
     }
 
     #[test]
-    fn ages_and_page_sizes_are_bounded() {
+    fn ages_and_states_are_bounded() {
         assert_eq!(parse_age(0), Ok(None));
         assert!(parse_age(-1).is_err());
-        assert_eq!(parse_page_size(0), Ok(DEFAULT_PAGE_SIZE));
-        assert!(parse_page_size(101).is_err());
-        assert!(parse_page_size(-1).is_err());
         assert!(parse_state(42).is_err());
     }
 }

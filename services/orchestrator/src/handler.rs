@@ -4,9 +4,9 @@
 use consumer::{Handler, HandlerError, Incoming};
 use diesel_async::AsyncPgConnection;
 use futures::future::BoxFuture;
+use service_kit::db::DbError;
 
 use crate::app::{AppError, Sagas};
-use crate::db::DbError;
 use crate::messages::{self, Received};
 
 pub struct SagaHandler {

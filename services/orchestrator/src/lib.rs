@@ -18,12 +18,11 @@ mod schema;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use futures::FutureExt as _;
 use proto::orchestrator::v1::orchestrator_service_server::{
     OrchestratorServiceServer, SERVICE_NAME,
 };
-use tokio::net::TcpListener;
+use service_kit::serving::{Foundation, GrpcApi};
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -33,9 +32,8 @@ pub const CONSUMER_NAME: &str = "orchestrator";
 
 /// A built service: migrated database, pool and bound listener.
 pub struct Application {
-    listener: TcpListener,
+    foundation: Foundation,
     sagas: app::Sagas,
-    pool: service_kit::db::PgPool,
     config: Config,
 }
 
@@ -43,37 +41,28 @@ impl Application {
     /// Migrates the database, opens the pool and binds the listener (port 0
     /// picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        service_kit::db::migrate(
-            &config.database.database_url,
+        let foundation = Foundation::build(
+            "orchestrator",
+            &config.database,
             [outbox::MIGRATIONS, consumer::MIGRATIONS, db::MIGRATIONS],
+            config.listen_addr,
         )
-        .await
-        .context("cannot migrate the orchestrator database")?;
-        let pool = service_kit::db::pool(
-            &config.database.database_url,
-            config.database.database_pool_size,
-        )?;
-        let listener = TcpListener::bind(config.listen_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+        .await?;
         let sagas = app::Sagas::new(
-            pool.clone(),
+            foundation.pool().clone(),
             config.kafka.clone(),
             config.timing(),
             config.saga_deadline_scan_batch,
         );
         Ok(Self {
-            listener,
+            foundation,
             sagas,
-            pool,
             config,
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.config.listen_addr)
+        self.foundation.local_addr()
     }
 
     /// Serves gRPC, consumes order events and replies, and scans deadlines
@@ -81,36 +70,34 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(%addr, "orchestrator listening");
-        let routes = tonic::service::Routes::new(OrchestratorServiceServer::new(
-            grpc::OrchestratorApi::new(self.sagas.clone()),
-        ));
-        let server = service_kit::grpc::serve(
-            self.listener,
-            routes,
-            vec![SERVICE_NAME.to_owned()],
-            proto::FILE_DESCRIPTOR_SET,
-            shutdown.clone(),
-            self.config.shutdown.grace(),
-        );
+        let api = GrpcApi {
+            routes: tonic::service::Routes::new(OrchestratorServiceServer::new(
+                grpc::OrchestratorApi::new(self.sagas.clone()),
+            )),
+            service_name: SERVICE_NAME,
+            file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+        };
         let consumer = consumer::run(
             consumer::ConsumerConfig::for_service(
                 &self.config.kafka,
                 CONSUMER_NAME,
                 &[proto::topics::ORDER_EVENTS, proto::topics::SAGA_REPLIES],
             ),
-            self.pool,
+            self.foundation.pool().clone(),
             Arc::new(handler::SagaHandler::new(self.sagas.clone())),
             shutdown.clone(),
         );
         let scanner = scanner::run(self.sagas, self.config.scan_interval(), shutdown.clone());
-        service_kit::grpc::supervise(
-            shutdown,
-            vec![
-                ("grpc", server.boxed()),
-                ("consumer", consumer.boxed()),
-                ("deadline-scanner", scanner.boxed()),
-            ],
-        )
-        .await
+        self.foundation
+            .run_until_stopped(
+                api,
+                vec![
+                    ("consumer", consumer.boxed()),
+                    ("deadline-scanner", scanner.boxed()),
+                ],
+                self.config.shutdown.grace(),
+                shutdown,
+            )
+            .await
     }
 }

@@ -32,6 +32,10 @@ pub struct Money {
     pub currency: String,
 }
 
+/// Position in the saga list, newest first: the creation time and order id
+/// of the last saga seen (tokens of `ListSagas`).
+pub type PageCursor = domain_types::NewestFirst<Uuid>;
+
 /// The order a new saga is started for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewSaga {

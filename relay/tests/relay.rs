@@ -501,15 +501,17 @@ async fn rows_that_keep_coming_are_published_without_notifying_and_a_sleeping_re
         .await
         .expect("the stream is published");
     assert_eq!(payload(&received[39]), "order-w:40");
-    assert_eq!(
-        notifications(&mut listener, Duration::from_millis(50)).await,
-        0,
-        "no enqueuing transaction notified while the relay polled"
+    // Notifying on every insert would give 40; a stall of the machine longer
+    // than the relay's 100 ms idle time may let one or two through.
+    let notified = notifications(&mut listener, Duration::from_millis(50)).await;
+    assert!(
+        notified <= 5,
+        "{notified} of 40 enqueuing transactions notified while the relay polled"
     );
 
     // Idle for longer than the relay's 100 ms, then one row: it notifies and
     // is published long before the relay's 60 s poll interval.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let started = std::time::Instant::now();
     enqueue_each(&db, &[message(&topic, "order-w", 41)]).await;
     receive_until(&consumer, Duration::from_secs(10), |r| !r.is_empty())

@@ -38,7 +38,7 @@ KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 # is what gets used there today. Set KAFKA_VERSION to pin one version.
 KAFKA_VERSIONS="${KAFKA_VERSION:-4.4.0 4.3.1 4.3.0 4.2.1}"
 LOG4J_VERSION="${LOG4J_VERSION:-2.25.2}"
-KAFKA_HEAP="${KAFKA_HEAP:--Xmx512m -Xms512m}"
+KAFKA_HEAP="${KAFKA_HEAP:--Xmx1g -Xms1g}"
 TOPICS_FILE="${KAFKA_TOPICS_FILE:-$ROOT/config/topics.txt}"
 
 OTLP_GRPC_PORT="${OTLP_GRPC_PORT:-4317}"
@@ -562,7 +562,21 @@ kafka_up() {
     local stale
     stale="$(read_pid "$KAFKA_PID")"
     if pid_alive "$stale"; then
-      log "kafka: pid $stale alive but port $KAFKA_PORT closed; waiting for it"
+      # A broker that shut its listener (e.g. after an OutOfMemoryError) but whose JVM
+      # lingers never comes back: give it a minute, then replace it.
+      log "kafka: pid $stale alive but port $KAFKA_PORT closed; waiting up to 60s for it"
+      local waited=0
+      while pid_alive "$stale" && ! port_open "$KAFKA_PORT" && ((waited < 60)); do
+        sleep 1; waited=$((waited + 1))
+      done
+      if pid_alive "$stale" && ! port_open "$KAFKA_PORT"; then
+        log "kafka: pid $stale still not listening: killing it and starting a new broker"
+        kill -KILL "$stale" 2>/dev/null || true
+        sleep 1
+      fi
+    fi
+    if pid_alive "$stale"; then
+      :
     else
       if port_open "$KAFKA_PORT"; then
         mkdir -p "$RUN"

@@ -531,7 +531,7 @@ impl Drop for Stack {
                 .enable_all()
                 .build();
             if let Ok(runtime) = runtime
-                && let Err(error) = runtime.block_on(delete_namespace(&prefix))
+                && let Err(error) = runtime.block_on(test_support::delete_namespace(&prefix))
             {
                 eprintln!("cannot delete the topics of {prefix}: {error:#}");
             }
@@ -590,40 +590,6 @@ async fn wait_topics_ready(prefix: &str) -> anyhow::Result<()> {
         }
     })
     .await?
-}
-
-/// Deletes every topic of the namespace `prefix` (a shared broker would
-/// otherwise keep every test's topics, and run out of memory).
-pub async fn delete_namespace(prefix: &str) -> anyhow::Result<usize> {
-    use rdkafka::admin::{AdminClient, AdminOptions};
-    use rdkafka::client::DefaultClientContext;
-    anyhow::ensure!(
-        prefix.ends_with('.') && prefix.len() > 2,
-        "not a namespace prefix: {prefix:?}"
-    );
-    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", test_support::kafka_brokers())
-        .create()?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))?;
-    let topics: Vec<String> = metadata
-        .topics()
-        .iter()
-        .map(|t| t.name().to_owned())
-        .filter(|name| name.starts_with(prefix))
-        .collect();
-    if topics.is_empty() {
-        return Ok(0);
-    }
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let results = admin
-        .delete_topics(
-            &names,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-        )
-        .await?;
-    Ok(results.iter().filter(|r| r.is_ok()).count())
 }
 
 /// Waits (bounded) until `/proc/<pid>` is gone or a zombie.

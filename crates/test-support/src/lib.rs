@@ -279,6 +279,38 @@ pub async fn topic_namespace() -> anyhow::Result<String> {
     Ok(prefix)
 }
 
+/// Deletes every topic of the namespace `prefix` (a shared broker would
+/// otherwise keep every test's topics, and run out of memory).
+pub async fn delete_namespace(prefix: &str) -> anyhow::Result<usize> {
+    anyhow::ensure!(
+        prefix.ends_with('.') && prefix.len() > 2,
+        "not a namespace prefix: {prefix:?}"
+    );
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka_brokers())
+        .create()?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(10))?;
+    let topics: Vec<String> = metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    if topics.is_empty() {
+        return Ok(0);
+    }
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let results = admin
+        .delete_topics(
+            &names,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
+    Ok(results.iter().filter(|r| r.is_ok()).count())
+}
+
 /// A producer for tests that play another service's part on Kafka.
 pub fn producer() -> anyhow::Result<rdkafka::producer::FutureProducer> {
     Ok(ClientConfig::new()

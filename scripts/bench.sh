@@ -4,23 +4,38 @@
 #   scripts/bench.sh          build release binaries, start the stack with them, seed the
 #                             load generator's products and accounts, then run
 #                               (a) 50 orders/s for 60 s    targets: saga p50 <= 30 ms, p99 <= 100 ms
+#                               (c) 30 s steps at 100, 200, 300, 400 orders/s, stopping at the first
+#                                   that misses (rate kept, every saga ended, p99 <= 500 ms): the
+#                                   sustainable rate is the last step met
 #                               (b) 500 orders/s for 60 s   targets: >= 500 sagas/s, p99 <= 500 ms
-#                               (c) only if (b) missed: lower rates, highest first, until one is
-#                                   sustained with p99 <= 500 ms (the sustainable rate)
 #                             and write the results block of the saga section of docs/benchmarks.md.
+#                             The steps come before (b) because an overloaded run leaves a backlog
+#                             (sagas in flight, timed-out steps being retried) that would poison
+#                             every later run; before each run the script waits until the orders
+#                             of earlier runs are no longer pending (BENCH_SETTLE_TIMEOUT).
 #
 # Every run is bounded (its duration plus the drain timeout) and talks only to 127.0.0.1.
 # Knobs (environment):
 #   BENCH_PROFILE        release | debug (release)    BENCH_DURATION     seconds of (a), (b) (60)
+#   BENCH_SOURCE         worktree: build this checkout as it is (default); head: build the last
+#                        commit (git archive) in .local/bench/src with its own target dir
+#                        (BENCH_TARGET_DIR, ~/.cache/ordersaga/bench-target), so edits in
+#                        progress in a shared checkout do not enter the measured binaries
 #   BENCH_LOW_RATE       (50)                         BENCH_HIGH_RATE    (500)
 #   BENCH_MIX            happy=90,out_of_stock=5,insufficient_funds=3,undeliverable=2
 #   BENCH_SEED           (1)                          BENCH_DRAIN_TIMEOUT seconds (30)
-#   BENCH_SEARCH         1 runs (c) when (b) missed (1)
-#   BENCH_SEARCH_RATES   ("400 300 200 100")          BENCH_SEARCH_DURATION (30)
+#   BENCH_SEARCH         1 runs the steps (c) (1)     BENCH_SETTLE_TIMEOUT seconds (180)
+#   BENCH_SEARCH_RATES   ("100 200 300 400")          BENCH_SEARCH_DURATION (30)
 #   BENCH_RUST_LOG       the services' RUST_LOG (info, as `make up`)
 #   BENCH_WRITE_DOCS     1 updates docs/benchmarks.md (1)
 #   BENCH_OUT            where reports, plots and logs go (.local/bench/saga-<UTC time>)
-#   BENCH_ONLY           "low", "high" or "low high" (both; the default)
+#   BENCH_ONLY           which of "low steps high" to run (all three, the default)
+#   BENCH_EXTRA_REPORTS  JSON reports of earlier runs to show beside this run's (space-separated)
+#   BENCH_KAFKA          shared: the broker of scripts/infra.sh (default); own: a broker of its
+#                        own on BENCH_KAFKA_PORT (19392, controller +1; below the ephemeral port
+#                        range, which a busy machine's outgoing connections use) started with infra.sh
+#                        under .local/bench/kafka, with the topics of config/topics.txt and
+#                        nothing else, stopped again at the end together with the stack
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +46,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 CARGO="${CARGO:-cargo}"
 
 PROFILE="${BENCH_PROFILE:-release}"
+SOURCE="${BENCH_SOURCE:-worktree}"
 DURATION="${BENCH_DURATION:-60}"
 LOW_RATE="${BENCH_LOW_RATE:-50}"
 HIGH_RATE="${BENCH_HIGH_RATE:-500}"
@@ -38,10 +54,14 @@ MIX="${BENCH_MIX:-happy=90,out_of_stock=5,insufficient_funds=3,undeliverable=2}"
 SEED="${BENCH_SEED:-1}"
 DRAIN="${BENCH_DRAIN_TIMEOUT:-30}"
 SEARCH="${BENCH_SEARCH:-1}"
-SEARCH_RATES="${BENCH_SEARCH_RATES:-400 300 200 100}"
+SEARCH_RATES="${BENCH_SEARCH_RATES:-100 200 300 400}"
+SETTLE_TIMEOUT="${BENCH_SETTLE_TIMEOUT:-180}"
 SEARCH_DURATION="${BENCH_SEARCH_DURATION:-30}"
 WRITE_DOCS="${BENCH_WRITE_DOCS:-1}"
-ONLY="${BENCH_ONLY:-low high}"
+ONLY="${BENCH_ONLY:-low steps high}"
+KAFKA_MODE="${BENCH_KAFKA:-shared}"
+OWN_KAFKA_PORT="${BENCH_KAFKA_PORT:-19392}"
+OWN_KAFKA_STATE="$STATE/bench/kafka"
 STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
 OUT="${BENCH_OUT:-$STATE/bench/saga-$STAMP}"
 DOC="$ROOT/docs/benchmarks.md"
@@ -59,12 +79,55 @@ esac
 mkdir -p "$OUT"
 
 log "infrastructure"
-scripts/infra.sh up
+case "$KAFKA_MODE" in
+  shared) scripts/infra.sh up ;;
+  own)
+    scripts/infra.sh up postgres jaeger
+    log "a fresh Kafka broker of the benchmark's own on 127.0.0.1:$OWN_KAFKA_PORT"
+    # Fresh every time: no backlog or committed offsets of an earlier benchmark.
+    rm -rf "$OWN_KAFKA_STATE"
+    ORDERSAGA_STATE="$OWN_KAFKA_STATE" KAFKA_PORT="$OWN_KAFKA_PORT" \
+      KAFKA_CONTROLLER_PORT="$((OWN_KAFKA_PORT + 1))" scripts/infra.sh up kafka
+    ;;
+  *) die "BENCH_KAFKA must be shared or own, not $KAFKA_MODE" ;;
+esac
 eval "$(scripts/infra.sh env)"
 PG_BASE="${ORDERSAGA_PG_URL_BASE:-postgres://postgres@127.0.0.1:55432}"
+if [[ "$KAFKA_MODE" == own ]]; then
+  export KAFKA_PORT="$OWN_KAFKA_PORT" KAFKA_BROKERS="127.0.0.1:$OWN_KAFKA_PORT"
+  # The running stack may point at another broker: start it afresh on this one.
+  scripts/stack.sh down >"$OUT/stack-down.log" 2>&1 || true
+fi
+finish() {
+  if [[ "$KAFKA_MODE" == own ]]; then
+    log "stopping the stack and the benchmark's broker (make up starts the usual ones)"
+    scripts/stack.sh down >>"$OUT/stack-down.log" 2>&1 || true
+    ORDERSAGA_STATE="$OWN_KAFKA_STATE" KAFKA_PORT="$OWN_KAFKA_PORT" \
+      KAFKA_CONTROLLER_PORT="$((OWN_KAFKA_PORT + 1))" scripts/infra.sh down kafka || true
+  fi
+}
+trap finish EXIT
 
-log "building ($PROFILE): ${BUILD[*]}"
-"${BUILD[@]}"
+git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+case "$SOURCE" in
+  worktree)
+    git diff --quiet HEAD -- 2>/dev/null || git_rev="$git_rev with uncommitted changes"
+    log "building the checkout ($PROFILE): ${BUILD[*]}"
+    "${BUILD[@]}"
+    ;;
+  head)
+    src="$STATE/bench/src"
+    export CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-$HOME/.cache/ordersaga/bench-target}"
+    log "building commit $git_rev ($PROFILE) in $src, target $CARGO_TARGET_DIR"
+    if [[ "$(cat "$src/.bench-commit" 2>/dev/null)" != "$(git rev-parse HEAD)" ]]; then
+      rm -rf "$src" && mkdir -p "$src"
+      git archive HEAD | tar -x -m -C "$src"
+      git rev-parse HEAD >"$src/.bench-commit"
+    fi
+    (cd "$src" && "${BUILD[@]}")
+    ;;
+  *) die "BENCH_SOURCE must be worktree or head, not $SOURCE" ;;
+esac
 LOADGEN="$CARGO_TARGET_DIR/$PROFILE/loadgen"
 [[ -x "$LOADGEN" ]] || die "$LOADGEN was not built"
 
@@ -100,11 +163,34 @@ pg_waits() {
   done
 }
 
+# The stack's pid files (and the infrastructure's); with a broker of our own, its pid
+# file comes last so that its "kafka" replaces the shared broker's.
+WATCH_DIRS="$STATE/run"
+[[ "$KAFKA_MODE" == own ]] && WATCH_DIRS="$STATE/run,$OWN_KAFKA_STATE/run"
 RUN_FILES=()
+pending_orders() {
+  psql "$PG_BASE/order_db" -XAtq -c "select count(*) from orders where status = 'PENDING'" 2>/dev/null || echo 0
+}
+# Waits until no more orders are pending than before the first run (bounded); 1 if not.
+BASELINE_PENDING=""
+settle() {
+  local deadline=$((SECONDS + SETTLE_TIMEOUT)) pending
+  [[ -n "$BASELINE_PENDING" ]] || BASELINE_PENDING="$(pending_orders)"
+  while :; do
+    pending="$(pending_orders)"
+    ((pending <= BASELINE_PENDING)) && return 0
+    if ((SECONDS >= deadline)); then
+      log "$((pending - BASELINE_PENDING)) orders of earlier runs still pending after ${SETTLE_TIMEOUT}s"
+      return 1
+    fi
+    sleep 2
+  done
+}
 # run NAME LABEL RATE SECONDS [loadgen targets...]: one bounded open-loop run.
 run_one() {
   local name="$1" label="$2" rate="$3" seconds="$4"; shift 4
   local flag="$OUT/$name.sampling"
+  settle || log "run $label starts on a backlog: its figures include the earlier runs' work"
   log "run $label: $rate orders/s for $seconds s (mix $MIX)"
   local before after
   before="$(pg_counters)"
@@ -115,7 +201,7 @@ run_one() {
   "$LOADGEN" run \
     --label "$label" --rate "$rate" --duration "$seconds" --mix "$MIX" --seed "$SEED" \
     --drain-timeout "$DRAIN" --progress log \
-    --watch-pid-dir "$STATE/run" --watch-comm postgres=postgres \
+    --watch-pid-dir "$WATCH_DIRS" --watch-comm postgres=postgres \
     --target-rss-mb 100 \
     --json "$OUT/$name.json" --plot "$OUT/$name.png" "$@" \
     >"$OUT/$name.txt" 2>"$OUT/$name.progress" || status=$?
@@ -138,29 +224,34 @@ met() {
     --only "completed sagas/s" --only "saga p" >/dev/null
 }
 
+BASELINE_PENDING="$(pending_orders)"
 if [[ " $ONLY " == *" low "* ]]; then
   run_one low "$LOW_RATE/s" "$LOW_RATE" "$DURATION" --target-p50-ms 30 --target-p99-ms 100
 fi
-if [[ " $ONLY " == *" high "* ]]; then
-  run_one high "$HIGH_RATE/s" "$HIGH_RATE" "$DURATION" --target-rate "$HIGH_RATE" --target-p99-ms 500
-  if [[ "$SEARCH" == 1 ]] && ! met "$OUT/high.json"; then
-    log "$HIGH_RATE/s missed a target: looking for the sustainable rate"
+if [[ " $ONLY " == *" steps "* ]]; then
+  if [[ "$SEARCH" == 1 ]]; then
+    sustained="none of the steps"
     for rate in $SEARCH_RATES; do
-      run_one "search-$rate" "$rate/s" "$rate" "$SEARCH_DURATION" --target-rate "$rate" --target-p99-ms 500
-      if met "$OUT/search-$rate.json"; then
-        log "sustainable: $rate/s"
+      ((rate < HIGH_RATE)) || break
+      run_one "step-$rate" "$rate/s" "$rate" "$SEARCH_DURATION" --target-rate "$rate" --target-p99-ms 500
+      if met "$OUT/step-$rate.json"; then
+        sustained="$rate/s"
+      else
+        log "$rate/s missed: the sustainable rate is below it"
         break
       fi
     done
+    log "highest step sustained: $sustained"
   fi
+fi
+if [[ " $ONLY " == *" high "* ]]; then
+  run_one high "$HIGH_RATE/s" "$HIGH_RATE" "$DURATION" --target-rate "$HIGH_RATE" --target-p99-ms 500
 fi
 
 # ---------------------------------------------------------------------------
 # The results block.
 
 pg_setting() { psql_q "show $1"; }
-git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- 2>/dev/null || git_rev="$git_rev (with uncommitted changes)"
 mem_line="$(free -m | awk '/^Mem:/ {printf "total %s MB, used %s MB, available %s MB", $2, $3, $7}')"
 
 pg_rates() {
@@ -193,12 +284,18 @@ block="$OUT/results.md"
   echo "Written by \`make bench\` (scripts/bench.sh); reports, plots and logs in \`${OUT#"$ROOT"/}\`."
   echo
   echo "- Machine: \`nproc\` $(nproc); memory (\`free -m\`) $mem_line; $(uname -sr); load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
-  echo "- Binaries: $PROFILE (\`STACK_PROFILE=$PROFILE\`), commit $git_rev; services log at \`${BENCH_RUST_LOG:-info}\`, spans exported to the local Jaeger."
+  echo "- Binaries: $PROFILE (\`STACK_PROFILE=$PROFILE\`) built from commit $git_rev; services log at \`${BENCH_RUST_LOG:-info}\` to files, spans exported to the local Jaeger."
   echo "- PostgreSQL $(pg_setting server_version): fsync $(pg_setting fsync), synchronous_commit $(pg_setting synchronous_commit), shared_buffers $(pg_setting shared_buffers), max_connections $(pg_setting max_connections); one server for all six databases."
-  echo "- Kafka: one KRaft broker ($(basename "$(dirname "${ORDERSAGA_KAFKA_LIBS:-unknown/libs}")")), topics of config/topics.txt."
+  if [[ "$KAFKA_MODE" == own ]]; then
+    echo "- Kafka: one KRaft broker ($(basename "$(dirname "${ORDERSAGA_KAFKA_LIBS:-unknown/libs}")")) of the benchmark's own (\`BENCH_KAFKA=own\`, 512 MB heap), holding only the topics of config/topics.txt."
+  else
+    echo "- Kafka: the shared KRaft broker of scripts/infra.sh ($(basename "$(dirname "${ORDERSAGA_KAFKA_LIBS:-unknown/libs}")")), with the topics of config/topics.txt and whatever the test suites created."
+  fi
   echo "- Load: open loop, mix \`$MIX\`, seed $SEED, 100 products, 1000 customers, 4 HTTP/2 connections, drain timeout $DRAIN s."
+  [[ -z "${sustained:-}" ]] || echo "- Highest step sustained (rate kept, every saga ended, p99 <= 500 ms): $sustained."
   echo
-  "$LOADGEN" markdown "${RUN_FILES[@]}"
+  # shellcheck disable=SC2086
+  "$LOADGEN" markdown "${RUN_FILES[@]}" ${BENCH_EXTRA_REPORTS:-}
   echo
   echo "PostgreSQL during each run:"
   echo
@@ -220,4 +317,6 @@ if [[ "$WRITE_DOCS" == 1 ]]; then
   log "results written to docs/benchmarks.md"
 fi
 cat "$block"
-log "done; the stack keeps running the $PROFILE binaries (make up restarts the debug ones)"
+if [[ "$KAFKA_MODE" == shared ]]; then
+  log "done; the stack keeps running the $PROFILE binaries (make up restarts the debug ones)"
+fi

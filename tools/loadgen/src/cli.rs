@@ -173,9 +173,10 @@ pub struct RunArgs {
     /// Watch a process's CPU and memory: NAME=PID.
     #[arg(long = "watch", env = "LOADGEN_WATCH", value_delimiter = ',')]
     pub watch: Vec<String>,
-    /// Watch every `<name>.pid` file of this directory (scripts/stack.sh's run dir).
-    #[arg(long, env = "LOADGEN_WATCH_PID_DIR")]
-    pub watch_pid_dir: Option<PathBuf>,
+    /// Watch every `<name>.pid` file of these directories (scripts/stack.sh's
+    /// run dir); a later NAME (also of --watch) replaces an earlier one.
+    #[arg(long, env = "LOADGEN_WATCH_PID_DIR", value_delimiter = ',')]
+    pub watch_pid_dir: Vec<PathBuf>,
     /// Watch every process of a command name as one group: NAME=COMM, e.g.
     /// postgres=postgres.
     #[arg(long = "watch-comm", env = "LOADGEN_WATCH_COMM", value_delimiter = ',')]

@@ -228,7 +228,11 @@ impl Accounting {
         let busy = sample.machine.busy.saturating_sub(prev.machine.busy);
         self.machine_busy += busy;
         self.machine_iowait += sample.machine.iowait.saturating_sub(prev.machine.iowait);
-        self.machine_peak_pct = self.machine_peak_pct.max(self.pct(busy, interval));
+        // Sampling jitter can make one interval look busier than the machine can be.
+        let ceiling = self.cores.max(1) as f64 * 100.0;
+        self.machine_peak_pct = self
+            .machine_peak_pct
+            .max(self.pct(busy, interval).min(ceiling));
         let empty = HashMap::new();
         for (name, procs) in &sample.groups {
             let before = prev.groups.get(name).unwrap_or(&empty);
@@ -384,8 +388,15 @@ fn read_pid_file(path: &Path) -> Option<u32> {
         .ok()
 }
 
-/// Reads every target once.
-pub fn sample(targets: &[Target], at: Duration) -> Sample {
+/// Reads every target once. The machine's counters are read first and `at`
+/// is taken right after them, so that a slow read of many processes on a busy
+/// machine does not skew the machine's percentages.
+pub fn sample(targets: &[Target], clock: impl Fn() -> Duration) -> Sample {
+    let machine = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| parse_proc_stat(&s))
+        .unwrap_or_default();
+    let at = clock();
     let mut groups = BTreeMap::new();
     for target in targets {
         let pids = match target {
@@ -399,10 +410,6 @@ pub fn sample(targets: &[Target], at: Duration) -> Sample {
             .collect();
         groups.insert(target.name().to_owned(), procs);
     }
-    let machine = std::fs::read_to_string("/proc/stat")
-        .ok()
-        .and_then(|s| parse_proc_stat(&s))
-        .unwrap_or_default();
     Sample {
         at,
         groups,
@@ -567,7 +574,7 @@ mod tests {
                 name: "me".into(),
                 pid: me,
             }],
-            Duration::ZERO,
+            || Duration::ZERO,
         );
         let procs = &s.groups["me"];
         assert!(procs[&me].rss_kb > 0);

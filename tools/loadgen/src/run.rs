@@ -52,7 +52,7 @@ fn targets_of(args: &RunArgs) -> anyhow::Result<Vec<Target>> {
         name: "loadgen".to_owned(),
         pid: std::process::id(),
     }];
-    if let Some(dir) = &args.watch_pid_dir {
+    for dir in &args.watch_pid_dir {
         targets.extend(
             procstat::pid_file_targets(dir)
                 .with_context(|| format!("cannot read pid files in {}", dir.display()))?,
@@ -78,7 +78,14 @@ fn targets_of(args: &RunArgs) -> anyhow::Result<Vec<Target>> {
             comm: comm.to_owned(),
         });
     }
-    Ok(targets)
+    // A later target of the same name replaces an earlier one (e.g. a broker
+    // of the benchmark's own instead of the shared one of the pid directory).
+    let mut unique: Vec<Target> = Vec::new();
+    for target in targets {
+        unique.retain(|t| t.name() != target.name());
+        unique.push(target);
+    }
+    Ok(unique)
 }
 
 /// Samples `targets` once a second on its own thread until `stop`.
@@ -92,12 +99,12 @@ fn watch(
         let mut accounting = Accounting::new(procstat::ticks_per_second(), cores);
         let mut next = Duration::ZERO;
         loop {
-            accounting.add(procstat::sample(&targets, start.elapsed()));
+            accounting.add(procstat::sample(&targets, || start.elapsed()));
             next += Duration::from_secs(1);
             while start.elapsed() < next {
                 if stop.load(Ordering::Relaxed) {
                     // One last sample closes the interval.
-                    accounting.add(procstat::sample(&targets, start.elapsed()));
+                    accounting.add(procstat::sample(&targets, || start.elapsed()));
                     return accounting;
                 }
                 std::thread::sleep(Duration::from_millis(50));

@@ -545,47 +545,49 @@ impl Drop for Stack {
 async fn wait_topics_ready(prefix: &str) -> anyhow::Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer as _};
     let prefix = prefix.to_owned();
+    let expected: Vec<String> = include_str!("../../config/topics.txt")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|name| format!("{prefix}{name}"))
+        .collect();
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", test_support::kafka_brokers())
             .create()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ready = (|| -> anyhow::Result<bool> {
-                let metadata = consumer.fetch_metadata(None, Duration::from_secs(5))?;
-                let topics: Vec<_> = metadata
-                    .topics()
-                    .iter()
-                    .filter(|t| t.name().starts_with(&prefix))
-                    .collect();
-                let expected = include_str!("../../config/topics.txt")
-                    .lines()
-                    .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-                    .count();
-                if topics.len() < expected {
-                    return Ok(false);
-                }
-                for topic in topics {
+            // What is not ready yet, if anything.
+            let pending = (|| -> anyhow::Result<Option<String>> {
+                for name in &expected {
+                    let metadata = consumer.fetch_metadata(Some(name), Duration::from_secs(5))?;
+                    let Some(topic) = metadata.topics().first() else {
+                        return Ok(Some(format!("{name}: no metadata")));
+                    };
+                    if let Some(error) = topic.error() {
+                        return Ok(Some(format!("{name}: {error:?}")));
+                    }
+                    if topic.partitions().is_empty() {
+                        return Ok(Some(format!("{name}: no partitions")));
+                    }
                     for partition in topic.partitions() {
                         if partition.leader() < 0 {
-                            return Ok(false);
+                            return Ok(Some(format!("{name}/{}: no leader", partition.id())));
                         }
-                        consumer.fetch_watermarks(
-                            topic.name(),
-                            partition.id(),
-                            Duration::from_secs(5),
-                        )?;
+                        consumer.fetch_watermarks(name, partition.id(), Duration::from_secs(5))?;
                     }
                 }
-                Ok(true)
+                Ok(None)
             })();
-            match ready {
-                Ok(true) => return Ok(()),
-                Ok(false) | Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(200));
+            match pending {
+                Ok(None) => return Ok(()),
+                Ok(Some(what)) if Instant::now() >= deadline => {
+                    anyhow::bail!("topics of {prefix} not ready after 60 s: {what}")
                 }
-                Ok(false) => anyhow::bail!("topics of {prefix} have no leaders after 30 s"),
-                Err(error) => return Err(error.context(format!("topics of {prefix} not ready"))),
+                Err(error) if Instant::now() >= deadline => {
+                    return Err(error.context(format!("topics of {prefix} not ready")));
+                }
+                _ => std::thread::sleep(Duration::from_millis(200)),
             }
         }
     })

@@ -21,6 +21,7 @@
 #                        commit (git archive) in .local/bench/src with its own target dir
 #                        (BENCH_TARGET_DIR, ~/.cache/ordersaga/bench-target), so edits in
 #                        progress in a shared checkout do not enter the measured binaries
+#   BENCH_COMMIT         with BENCH_SOURCE=head: the commit to build (HEAD)
 #   BENCH_LOW_RATE       (50)                         BENCH_HIGH_RATE    (500)
 #   BENCH_MIX            happy=90,out_of_stock=5,insufficient_funds=3,undeliverable=2
 #   BENCH_SEED           (1)                          BENCH_DRAIN_TIMEOUT seconds (30)
@@ -85,6 +86,9 @@ case "$KAFKA_MODE" in
     scripts/infra.sh up postgres jaeger
     log "a fresh Kafka broker of the benchmark's own on 127.0.0.1:$OWN_KAFKA_PORT"
     # Fresh every time: no backlog or committed offsets of an earlier benchmark.
+    if timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$OWN_KAFKA_PORT" 2>/dev/null; then
+      die "127.0.0.1:$OWN_KAFKA_PORT is taken: stop what listens there or set BENCH_KAFKA_PORT"
+    fi
     rm -rf "$OWN_KAFKA_STATE"
     ORDERSAGA_STATE="$OWN_KAFKA_STATE" KAFKA_PORT="$OWN_KAFKA_PORT" \
       KAFKA_CONTROLLER_PORT="$((OWN_KAFKA_PORT + 1))" scripts/infra.sh up kafka
@@ -108,7 +112,8 @@ finish() {
 }
 trap finish EXIT
 
-git_rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+commit="$(git rev-parse "${BENCH_COMMIT:-HEAD}")"
+git_rev="$(git rev-parse --short "$commit" 2>/dev/null || echo unknown)"
 case "$SOURCE" in
   worktree)
     git diff --quiet HEAD -- 2>/dev/null || git_rev="$git_rev with uncommitted changes"
@@ -119,10 +124,10 @@ case "$SOURCE" in
     src="$STATE/bench/src"
     export CARGO_TARGET_DIR="${BENCH_TARGET_DIR:-$HOME/.cache/ordersaga/bench-target}"
     log "building commit $git_rev ($PROFILE) in $src, target $CARGO_TARGET_DIR"
-    if [[ "$(cat "$src/.bench-commit" 2>/dev/null)" != "$(git rev-parse HEAD)" ]]; then
+    if [[ "$(cat "$src/.bench-commit" 2>/dev/null)" != "$commit" ]]; then
       rm -rf "$src" && mkdir -p "$src"
-      git archive HEAD | tar -x -m -C "$src"
-      git rev-parse HEAD >"$src/.bench-commit"
+      git archive "$commit" | tar -x -m -C "$src"
+      echo "$commit" >"$src/.bench-commit"
     fi
     (cd "$src" && "${BUILD[@]}")
     ;;
@@ -135,8 +140,16 @@ log "stack ($PROFILE binaries)"
 if ! grep -q 'STACK_PROFILE' scripts/stack.sh; then
   die "scripts/stack.sh cannot run $PROFILE binaries (no STACK_PROFILE); use BENCH_PROFILE=debug"
 fi
-STACK_PROFILE="$PROFILE" STACK_RUST_LOG="${BENCH_RUST_LOG:-info}" scripts/stack.sh up >"$OUT/stack-up.log" 2>&1 \
-  || { tail -n 40 "$OUT/stack-up.log" >&2; die "the stack did not come up"; }
+# Up to three tries: the services' ports lie in the kernel's ephemeral range, so on a busy
+# machine an outgoing connection of another process can hold one for a moment.
+for attempt in 1 2 3; do
+  if STACK_PROFILE="$PROFILE" STACK_RUST_LOG="${BENCH_RUST_LOG:-info}" scripts/stack.sh up >"$OUT/stack-up.log" 2>&1; then
+    break
+  fi
+  ((attempt < 3)) || { tail -n 40 "$OUT/stack-up.log" >&2; die "the stack did not come up"; }
+  log "the stack did not come up (try $attempt): $(grep -m1 -o 'cannot listen on [0-9.:]*' "$OUT/stack-up.log" || echo see stack-up.log); retrying"
+  sleep 5
+done
 STACK_PROFILE="$PROFILE" scripts/stack.sh status | tee "$OUT/stack-status.txt" >&2
 for needed in order-service inventory-service payment-service shipment-service orchestrator outbox-relay; do
   grep -qE "^$needed[[:space:]].*[[:space:]]up$" "$OUT/stack-status.txt" \

@@ -252,7 +252,10 @@ impl Accounting {
                     ));
                 }
             }
-            let interval_pct = self.pct(ticks, interval);
+            // As for the machine: no interval can use more than every core.
+            let interval_pct = self
+                .pct(ticks, interval)
+                .min(self.cores.max(1) as f64 * 100.0);
             let account = self.groups.entry(name.clone()).or_default();
             account.ticks += ticks;
             account.peak_interval_pct = account.peak_interval_pct.max(interval_pct);

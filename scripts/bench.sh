@@ -32,6 +32,8 @@
 #   BENCH_OUT            where reports, plots and logs go (.local/bench/saga-<UTC time>)
 #   BENCH_ONLY           which of "low steps high" to run (all three, the default)
 #   BENCH_EXTRA_REPORTS  JSON reports of earlier runs to show beside this run's (space-separated)
+#   BENCH_WARMUP         seconds at BENCH_LOW_RATE before the first measured run, not
+#                        recorded: connections, consumer groups, the JVM's JIT (20; 0 skips)
 #   BENCH_KAFKA          shared: the broker of scripts/infra.sh (default); own: a broker of its
 #                        own on BENCH_KAFKA_PORT (19392, controller +1; below the ephemeral port
 #                        range, which a busy machine's outgoing connections use) started with infra.sh
@@ -238,6 +240,12 @@ met() {
 }
 
 BASELINE_PENDING="$(pending_orders)"
+WARMUP="${BENCH_WARMUP:-20}"
+if ((WARMUP > 0)); then
+  log "warm-up: $LOW_RATE orders/s for $WARMUP s (not recorded)"
+  "$LOADGEN" run --label warm-up --rate "$LOW_RATE" --duration "$WARMUP" --mix "$MIX" --seed "$((SEED + 1))" \
+    --drain-timeout "$DRAIN" --progress off >"$OUT/warm-up.txt" 2>&1 || log "warm-up failed (see $OUT/warm-up.txt)"
+fi
 if [[ " $ONLY " == *" low "* ]]; then
   run_one low "$LOW_RATE/s" "$LOW_RATE" "$DURATION" --target-p50-ms 30 --target-p99-ms 100
 fi

@@ -173,9 +173,22 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 impl Stack {
     /// Starts every process and waits until each reports SERVING. Fails
-    /// (never skips) when PostgreSQL, Kafka or Jaeger is unreachable.
+    /// (never skips) when PostgreSQL, Kafka or Jaeger is unreachable. A start
+    /// that fails otherwise is tried once more with fresh ports, databases
+    /// and topics: a free port picked for one process can be taken by a
+    /// parallel test's process before it binds.
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         crate::jaeger::ensure_reachable().await?;
+        match Self::start_once(options.clone()).await {
+            Ok(stack) => Ok(stack),
+            Err(error) => {
+                eprintln!("stack start failed, trying once more: {error:#}");
+                Self::start_once(options).await
+            }
+        }
+    }
+
+    async fn start_once(options: StackOptions) -> anyhow::Result<Self> {
         let prefix = test_support::topic_namespace()
             .await
             .context("cannot create the topic namespace; is Kafka up (scripts/infra.sh up)?")?;

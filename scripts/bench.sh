@@ -154,7 +154,7 @@ for attempt in 1 2 3; do
 done
 STACK_PROFILE="$PROFILE" scripts/stack.sh status | tee "$OUT/stack-status.txt" >&2
 for needed in order-service inventory-service payment-service shipment-service orchestrator outbox-relay; do
-  grep -qE "^$needed[[:space:]].*[[:space:]]up$" "$OUT/stack-status.txt" \
+  grep -qE "^${needed}[[:space:]].*[[:space:]]up$" "$OUT/stack-status.txt" \
     || die "$needed is not up: the saga cannot complete without it"
 done
 

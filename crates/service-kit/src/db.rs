@@ -2,8 +2,10 @@
 //! taking a connection from the pool, and the errors of a service's queries.
 
 use diesel::sql_types::BigInt;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncConnection, AsyncMigrationHarness, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
@@ -17,8 +19,16 @@ pub type PooledConnection = diesel_async::pooled_connection::deadpool::Object<As
 const MIGRATION_LOCK_KEY: i64 = 0x6f72_6465_725f_6d67; // "order_mg"
 
 /// A connection pool of at most `size` connections, opened lazily.
+///
+/// A connection is handed out again without a `SELECT 1` round trip first
+/// (deadpool's `Verified` recycling would add one to every transaction): a
+/// connection that broke is found by its next query, which fails as
+/// transient (`ClosedConnection`) and is retried, and diesel-async marks it
+/// broken so the pool drops it instead of handing it out again.
 pub fn pool(url: &str, size: usize) -> anyhow::Result<PgPool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
     Ok(Pool::builder(manager).max_size(size).build()?)
 }
 

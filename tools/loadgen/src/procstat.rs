@@ -326,7 +326,7 @@ fn round1(v: f64) -> f64 {
 // ---------------------------------------------------------------------------
 // Reading /proc.
 
-fn read_proc(pid: u32, with_threads: bool) -> Option<ProcSample> {
+fn read_proc(pid: u32, with_threads: bool, with_pss: bool) -> Option<ProcSample> {
     let base = PathBuf::from(format!("/proc/{pid}"));
     let stat = parse_pid_stat(&std::fs::read_to_string(base.join("stat")).ok()?)?;
     if stat.state == 'Z' || stat.state == 'X' {
@@ -336,10 +336,14 @@ fn read_proc(pid: u32, with_threads: bool) -> Option<ProcSample> {
         .ok()
         .and_then(|s| parse_vm_rss_kb(&s))
         .unwrap_or(0);
-    let pss_kb = std::fs::read_to_string(base.join("smaps_rollup"))
-        .ok()
-        .and_then(|s| parse_pss_kb(&s))
-        .unwrap_or(0);
+    let pss_kb = if with_pss {
+        std::fs::read_to_string(base.join("smaps_rollup"))
+            .ok()
+            .and_then(|s| parse_pss_kb(&s))
+            .unwrap_or(0)
+    } else {
+        0
+    };
     let mut threads = HashMap::new();
     if with_threads && let Ok(tasks) = std::fs::read_dir(base.join("task")) {
         for task in tasks.flatten() {
@@ -394,7 +398,12 @@ fn read_pid_file(path: &Path) -> Option<u32> {
 /// Reads every target once. The machine's counters are read first and `at`
 /// is taken right after them, so that a slow read of many processes on a busy
 /// machine does not skew the machine's percentages.
-pub fn sample(targets: &[Target], clock: impl Fn() -> Duration) -> Sample {
+///
+/// `with_pss` also reads each process's proportional set size. That read is
+/// expensive (the kernel walks every mapping: about 40 ms for a JVM with a
+/// 1 GB heap), so samplers take it only now and then; a sample without it
+/// reports a PSS of 0, which never raises a peak.
+pub fn sample(targets: &[Target], with_pss: bool, clock: impl Fn() -> Duration) -> Sample {
     let machine = std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| parse_proc_stat(&s))
@@ -409,7 +418,7 @@ pub fn sample(targets: &[Target], clock: impl Fn() -> Duration) -> Sample {
         };
         let procs: HashMap<u32, ProcSample> = pids
             .into_iter()
-            .filter_map(|pid| read_proc(pid, true).map(|p| (pid, p)))
+            .filter_map(|pid| read_proc(pid, true, with_pss).map(|p| (pid, p)))
             .collect();
         groups.insert(target.name().to_owned(), procs);
     }
@@ -577,6 +586,7 @@ mod tests {
                 name: "me".into(),
                 pid: me,
             }],
+            true,
             || Duration::ZERO,
         );
         let procs = &s.groups["me"];
@@ -584,5 +594,15 @@ mod tests {
         assert!(procs[&me].pss_kb > 0 && procs[&me].pss_kb <= procs[&me].rss_kb);
         assert!(!procs[&me].threads.is_empty());
         assert!(s.machine.total > 0);
+        let without = sample(
+            &[Target::Pid {
+                name: "me".into(),
+                pid: me,
+            }],
+            false,
+            || Duration::ZERO,
+        );
+        assert_eq!(without.groups["me"][&me].pss_kb, 0);
+        assert!(without.groups["me"][&me].rss_kb > 0);
     }
 }

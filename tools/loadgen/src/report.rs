@@ -535,9 +535,9 @@ pub fn markdown(reports: &[Report]) -> String {
         );
         let _ = writeln!(
             out,
-            "| process | CPU avg (peak) | hottest thread | peak RSS |"
+            "| process | CPU avg (peak) | hottest thread | peak RSS | peak PSS |"
         );
-        let _ = writeln!(out, "| --- | --- | --- | --- |");
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
         let mut processes = r.processes.clone();
         processes.sort_by(|a, b| b.cpu_avg_pct.total_cmp(&a.cpu_avg_pct));
         for p in &processes {

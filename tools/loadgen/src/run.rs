@@ -88,6 +88,9 @@ fn targets_of(args: &RunArgs) -> anyhow::Result<Vec<Target>> {
     Ok(unique)
 }
 
+/// Samples (one a second) between two that also read the processes' PSS.
+const PSS_EVERY: u64 = 10;
+
 /// Samples `targets` once a second on its own thread until `stop`.
 fn watch(
     targets: Vec<Target>,
@@ -98,13 +101,18 @@ fn watch(
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
         let mut accounting = Accounting::new(procstat::ticks_per_second(), cores);
         let mut next = Duration::ZERO;
+        let mut taken = 0u64;
         loop {
-            accounting.add(procstat::sample(&targets, || start.elapsed()));
+            // PSS on the first sample and every PSS_EVERY-th after it: reading it
+            // costs the sampled processes' kernel time (see `procstat::sample`).
+            let with_pss = taken.is_multiple_of(PSS_EVERY);
+            taken += 1;
+            accounting.add(procstat::sample(&targets, with_pss, || start.elapsed()));
             next += Duration::from_secs(1);
             while start.elapsed() < next {
                 if stop.load(Ordering::Relaxed) {
                     // One last sample closes the interval.
-                    accounting.add(procstat::sample(&targets, || start.elapsed()));
+                    accounting.add(procstat::sample(&targets, true, || start.elapsed()));
                     return accounting;
                 }
                 std::thread::sleep(Duration::from_millis(50));

@@ -422,7 +422,7 @@ pg_up() {
     fi
     log "postgres: starting on $HOST:$PG_PORT (log: $PG_LOG)"
     as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 \
-      -o "-c listen_addresses=$HOST -p $PG_PORT -c unix_socket_directories='' -c max_connections=300" \
+      -o "-c listen_addresses=$HOST -p $PG_PORT -c unix_socket_directories='' -c max_connections=300 -c shared_preload_libraries=pg_stat_statements" \
       start </dev/null >/dev/null 9>&- || die_log "$PG_LOG" "postgres: pg_ctl start failed"
     wait_for 30 "$(pg_pid)" "$PG_LOG" postgres pg_ready
     log "postgres: up (pid $(pg_pid))"

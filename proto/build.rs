@@ -4,7 +4,11 @@
 use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Read when the script runs, not when it was compiled: cargo reuses a
+    // compiled build script for a checkout at another path (its hash is
+    // relative to the workspace), whose compile-time path may be gone.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let root = root.as_path();
     let mut files = Vec::new();
     collect_protos(&root.join("ordersaga"), &mut files)?;
     // Error details are only described, for reflection; tonic-types encodes them.

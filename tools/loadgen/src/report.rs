@@ -251,6 +251,14 @@ impl Report {
         self.targets.iter().all(|t| t.met)
     }
 
+    /// CPU time per saga of a process using `cpu_pct` (percent of one core)
+    /// during the send window: its CPU per second over the sagas ended per
+    /// second of that window, in milliseconds. None when no saga ended in it.
+    pub fn cpu_ms_per_saga(&self, cpu_pct: f64) -> Option<f64> {
+        let rate = self.sagas.completed_in_window_per_s;
+        (rate > 0.0).then(|| cpu_pct / 100.0 * 1000.0 / rate)
+    }
+
     pub fn to_text(&self) -> String {
         let c = &self.config;
         let mut out = String::new();
@@ -348,19 +356,21 @@ impl Report {
             let mc = &self.machine_cpu;
             let _ = writeln!(
                 out,
-                "cpu during the send window (percent of one core; the machine has {} %): machine busy {:.0} % (peak second {:.0} %), iowait {:.0} %",
+                "cpu during the send window (percent of one core; the machine has {} %): machine busy {:.0} % (peak second {:.0} %), iowait {:.0} %{}",
                 mc.cores * 100,
                 mc.busy_avg_pct,
                 mc.busy_peak_pct,
-                mc.iowait_avg_pct
+                mc.iowait_avg_pct,
+                per_saga_text(self.cpu_ms_per_saga(mc.busy_avg_pct))
             );
             for p in &self.processes {
                 let _ = writeln!(
                     out,
-                    "  {:<22} cpu {:>5.1} % (peak {:>5.1} %), hottest thread {} {:.1} %, peak rss {:.1} MB, pss {:.1} MB",
+                    "  {:<22} cpu {:>5.1} % (peak {:>5.1} %){}, hottest thread {} {:.1} %, peak rss {:.1} MB, pss {:.1} MB",
                     p.name,
                     p.cpu_avg_pct,
                     p.cpu_peak_pct,
+                    per_saga_text(self.cpu_ms_per_saga(p.cpu_avg_pct)),
                     if p.hottest_thread.is_empty() {
                         "-"
                     } else {
@@ -384,6 +394,16 @@ impl Report {
         }
         out
     }
+}
+
+fn per_saga_text(ms: Option<f64>) -> String {
+    ms.map(|ms| format!(", {ms:.2} ms per saga"))
+        .unwrap_or_default()
+}
+
+fn per_saga_cell(ms: Option<f64>) -> String {
+    ms.map(|ms| format!("{ms:.2} ms"))
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// Markdown tables comparing `reports` side by side (one column each), then
@@ -535,18 +555,26 @@ pub fn markdown(reports: &[Report]) -> String {
         );
         let _ = writeln!(
             out,
-            "| process | CPU avg (peak) | hottest thread | peak RSS | peak PSS |"
+            "| process | CPU avg (peak) | CPU per saga | hottest thread | peak RSS | peak PSS |"
         );
-        let _ = writeln!(out, "| --- | --- | --- | --- | --- |");
+        let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+        let _ = writeln!(
+            out,
+            "| whole machine | {:.1} % ({:.0} %) | {} | - | - | - |",
+            r.machine_cpu.busy_avg_pct,
+            r.machine_cpu.busy_peak_pct,
+            per_saga_cell(r.cpu_ms_per_saga(r.machine_cpu.busy_avg_pct))
+        );
         let mut processes = r.processes.clone();
         processes.sort_by(|a, b| b.cpu_avg_pct.total_cmp(&a.cpu_avg_pct));
         for p in &processes {
             let _ = writeln!(
                 out,
-                "| {} | {:.1} % ({:.0} %) | {} {:.1} % | {:.1} MB | {:.1} MB |",
+                "| {} | {:.1} % ({:.0} %) | {} | {} {:.1} % | {:.1} MB | {:.1} MB |",
                 p.name,
                 p.cpu_avg_pct,
                 p.cpu_peak_pct,
+                per_saga_cell(r.cpu_ms_per_saga(p.cpu_avg_pct)),
                 if p.hottest_thread.is_empty() {
                     "-".to_owned()
                 } else {
@@ -738,7 +766,33 @@ mod tests {
         );
         assert!(md.contains("**missed** saga p99"), "{md}");
         assert!(
-            md.contains("| order-service | 12.5 % (0 %) | - 0.0 % | 30.0 MB |"),
+            md.contains("| order-service | 12.5 % (0 %) | - | - 0.0 % | 30.0 MB | 20.0 MB |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn cpu_per_saga_is_the_cpu_per_second_over_the_sagas_ended_per_second_of_the_window() {
+        let mut report = report();
+        assert_eq!(
+            report.cpu_ms_per_saga(40.0),
+            None,
+            "no saga ended in the window"
+        );
+        report.sagas.completed_in_window_per_s = 50.0;
+        // 40 % of a core is 400 ms of CPU a second, shared by 50 sagas.
+        assert_eq!(report.cpu_ms_per_saga(40.0), Some(8.0));
+        report.machine_cpu.busy_avg_pct = 150.0;
+        let text = report.to_text();
+        assert!(
+            text.contains("postgres               cpu  40.0 % (peak   0.0 %), 8.00 ms per saga"),
+            "{text}"
+        );
+        assert!(text.contains("iowait 0 %, 30.00 ms per saga"), "{text}");
+        let md = markdown(&[report]);
+        assert!(md.contains("| postgres | 40.0 % (0 %) | 8.00 ms |"), "{md}");
+        assert!(
+            md.contains("| whole machine | 150.0 % (0 %) | 30.00 ms |"),
             "{md}"
         );
     }

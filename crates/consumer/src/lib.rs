@@ -9,7 +9,9 @@
 //! of a partition are waiting, up to `max_batch` of them share one
 //! transaction (still in offset order); if that transaction fails, each of
 //! them is handled in its own, so one bad message never takes the others
-//! down with it.
+//! down with it. Before the first message of a batch, [`Handler::lock_batch`]
+//! takes the shared row locks the whole batch needs, in one global order, so
+//! concurrent lanes never deadlock on them.
 //!
 //! Failures: a transient one (database unavailable, serialization conflict,
 //! deadlock) is retried with exponential backoff and jitter, never dropped; a
@@ -31,6 +33,8 @@ pub mod deadletter;
 mod inbox;
 pub mod retry;
 mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::fmt;
 
@@ -72,6 +76,22 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// `message` as the runtime hands it to a handler when it arrives on
+    /// `topic` with `key` and a fresh message id: for driving a handler
+    /// without Kafka (offsets and headers are left empty).
+    pub fn of<M: prost::Message + prost::Name>(topic: &str, key: &str, message: &M) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            partition: 0,
+            offset: 0,
+            key: key.to_owned(),
+            message_id: Uuid::now_v7(),
+            message_type: M::full_name(),
+            headers: Vec::new(),
+            payload: message.encode_to_vec(),
+        }
+    }
+
     /// Decodes the payload as `M`. A payload that is not a valid `M` is a
     /// permanent failure (the message is dead-lettered with the reason).
     pub fn decode<M>(&self) -> Result<M, HandlerError>
@@ -169,4 +189,23 @@ pub trait Handler: Send + Sync + 'static {
         conn: &'a mut AsyncPgConnection,
         message: &'a Incoming,
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
+
+    /// Called once at the start of a batch's transaction, before any of its
+    /// messages is handled: takes every row lock the batch's messages will
+    /// take, in the one order every transaction of the service locks rows
+    /// in (e.g. by id). Without it, two partition lanes whose batches lock
+    /// shared rows (products, accounts) message by message lock them in
+    /// different orders and deadlock; PostgreSQL breaks that only after
+    /// `deadlock_timeout`, and both batches are replayed one message at a
+    /// time. Messages it cannot read are skipped (`handle` rejects them).
+    /// The default takes no locks, for handlers whose messages only lock
+    /// rows of their own key (one partition lane per key).
+    fn lock_batch<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        batch: &'a [Incoming],
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        let _ = (conn, batch);
+        Box::pin(async { Ok(()) })
+    }
 }

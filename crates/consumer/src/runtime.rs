@@ -550,6 +550,7 @@ async fn handle_batch(
     }
     let mut conn = connection(ctx).await?;
     conn.transaction::<_, HandlerError, _>(async |conn| {
+        ctx.handler.lock_batch(conn, batch).await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for (message, span) in batch.iter().zip(spans) {
             let outcome = async {

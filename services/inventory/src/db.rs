@@ -163,6 +163,28 @@ pub async fn lock_products(
         .collect()
 }
 
+/// Locks, in id order, the products of `ids` and those reserved by the
+/// orders of `releasing`: every product a batch of reservations and
+/// releases will change, taken before any of them, so that two batches
+/// never wait for each other's products in opposite orders.
+pub async fn lock_for_batch(
+    conn: &mut AsyncPgConnection,
+    ids: &[&str],
+    releasing: &[Uuid],
+) -> Result<usize, DbError> {
+    let reserved = reservation_lines::table
+        .filter(reservation_lines::order_id.eq_any(releasing))
+        .select(reservation_lines::product_id);
+    let locked: Vec<String> = products::table
+        .filter(products::id.eq_any(ids).or(products::id.eq_any(reserved)))
+        .order(products::id.asc())
+        .select(products::id)
+        .for_update()
+        .load(conn)
+        .await?;
+    Ok(locked.len())
+}
+
 /// Adds `change` (negative to take) to the stock of each product, in id
 /// order. The stock CHECK refuses a result below zero.
 pub async fn change_stock(

@@ -50,6 +50,47 @@ impl Handler for InventoryHandler {
             }
         })
     }
+
+    fn lock_batch<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        batch: &'a [Incoming],
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let (products, releasing) = batch_locks(batch);
+            if products.is_empty() && releasing.is_empty() {
+                return Ok(());
+            }
+            let products: Vec<&str> = products.iter().map(String::as_str).collect();
+            crate::db::lock_for_batch(conn, &products, &releasing)
+                .await
+                .map_err(|error| handler_error(AppError::Db(error)))?;
+            Ok(())
+        })
+    }
+}
+
+/// The products a batch reserves and the orders it releases (whose
+/// reserved products it gives back). Unreadable messages are left out:
+/// `handle` rejects them.
+pub fn batch_locks(batch: &[Incoming]) -> (Vec<String>, Vec<uuid::Uuid>) {
+    let mut products = Vec::new();
+    let mut releasing = Vec::new();
+    for message in batch {
+        if message.is::<ReserveStock>() {
+            if let Ok(command) = message.decode::<ReserveStock>() {
+                products.extend(command.items.into_iter().map(|item| item.product_id));
+            }
+        } else if message.is::<ReleaseStock>()
+            && let Ok(command) = message.decode::<ReleaseStock>()
+            && let Ok(order_id) = parse_order_id(&command.order_id)
+        {
+            releasing.push(order_id.0);
+        }
+    }
+    products.sort();
+    products.dedup();
+    (products, releasing)
 }
 
 fn parse_order_id(raw: &str) -> Result<OrderId, String> {

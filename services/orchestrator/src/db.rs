@@ -221,6 +221,22 @@ pub async fn insert(conn: &mut AsyncPgConnection, record: &SagaRecord) -> Result
     Ok(inserted == 1)
 }
 
+/// Locks the sagas of `orders` that exist, in order id order, until the
+/// transaction ends: a batch's sagas, taken before any of them is changed.
+pub async fn lock_for_batch(
+    conn: &mut AsyncPgConnection,
+    orders: &[Uuid],
+) -> Result<usize, DbError> {
+    let locked: Vec<Uuid> = sagas::table
+        .filter(sagas::order_id.eq_any(orders))
+        .order(sagas::order_id.asc())
+        .select(sagas::order_id)
+        .for_update()
+        .load(conn)
+        .await?;
+    Ok(locked.len())
+}
+
 /// The saga of `order_id`, locked until the transaction ends.
 pub async fn lock(
     conn: &mut AsyncPgConnection,

@@ -115,6 +115,34 @@ pub async fn credit(
     .await?)
 }
 
+/// Locks, in customer id order, the accounts of `charging` and those of
+/// the customers whose payments for `refunding` a batch gives back: every
+/// account a batch of charges and refunds will change, taken before any of
+/// them, so that two batches never wait for each other's accounts in
+/// opposite orders.
+pub async fn lock_for_batch(
+    conn: &mut AsyncPgConnection,
+    charging: &[&str],
+    refunding: &[Uuid],
+) -> Result<usize, DbError> {
+    let refunded = payments::table
+        .filter(payments::order_id.eq_any(refunding))
+        .filter(payments::customer_id.is_not_null())
+        .select(payments::customer_id.assume_not_null());
+    let locked: Vec<String> = accounts::table
+        .filter(
+            accounts::customer_id
+                .eq_any(charging)
+                .or(accounts::customer_id.eq_any(refunded)),
+        )
+        .order(accounts::customer_id.asc())
+        .select(accounts::customer_id)
+        .for_update()
+        .load(conn)
+        .await?;
+    Ok(locked.len())
+}
+
 /// The order's payment; with `lock`, its row stays locked until the
 /// transaction ends.
 pub async fn find_payment(

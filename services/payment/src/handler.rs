@@ -55,6 +55,48 @@ impl Handler for PaymentHandler {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         self.dispatch(conn, message).boxed()
     }
+
+    fn lock_batch<'a>(
+        &'a self,
+        conn: &'a mut AsyncPgConnection,
+        batch: &'a [Incoming],
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        async move {
+            let (charging, refunding) = batch_locks(batch);
+            if charging.is_empty() && refunding.is_empty() {
+                return Ok(());
+            }
+            let charging: Vec<&str> = charging.iter().map(String::as_str).collect();
+            crate::db::lock_for_batch(conn, &charging, &refunding)
+                .await
+                .map_err(|error| handler_error(AppError::Db(error)))?;
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// The customers a batch charges and the orders it refunds (whose
+/// customers' accounts it credits). Unreadable messages are left out:
+/// `handle` rejects them.
+pub fn batch_locks(batch: &[Incoming]) -> (Vec<String>, Vec<uuid::Uuid>) {
+    let mut charging = Vec::new();
+    let mut refunding = Vec::new();
+    for message in batch {
+        if message.is::<msg::ProcessPayment>() {
+            if let Ok(command) = message.decode::<msg::ProcessPayment>() {
+                charging.push(command.customer_id);
+            }
+        } else if message.is::<msg::RefundPayment>()
+            && let Ok(command) = message.decode::<msg::RefundPayment>()
+            && let Ok(order_id) = OrderId::parse(&command.order_id)
+        {
+            refunding.push(order_id.0);
+        }
+    }
+    charging.sort();
+    charging.dedup();
+    (charging, refunding)
 }
 
 /// An invalid command can never succeed: the reason it is dead-lettered with.

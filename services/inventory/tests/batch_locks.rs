@@ -1,0 +1,74 @@
+//! Batches of stock commands in concurrent transactions, as two partition
+//! lanes of the consumer run them: their product locks are taken up front in
+//! id order, so batches that touch the same products in opposite orders
+//! queue behind each other instead of deadlocking.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{release, reserve, spawn_app};
+use consumer::Incoming;
+use consumer::testing::two_lanes_meeting_after_first;
+use inventory_service::app::Reservations;
+use inventory_service::handler::{InventoryHandler, batch_locks};
+use uuid::Uuid;
+
+fn incoming<M: prost::Message + prost::Name>(order: Uuid, command: &M) -> Incoming {
+    Incoming::of("inventory.commands.v1", &order.to_string(), command)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_reserving_shared_products_in_opposite_orders_both_commit() {
+    let mut app = spawn_app().await;
+    app.create_product("apple", 100, "EUR", 10).await;
+    app.create_product("banana", 100, "EUR", 10).await;
+    let handler = Arc::new(InventoryHandler::new(Reservations::new(
+        app.harness.topic("saga.replies.v1"),
+    )));
+    let [o1, o2, o3, o4] = [(); 4].map(|()| Uuid::now_v7());
+    // Lane one takes apple then banana; lane two banana then apple. Locked
+    // message by message, each would hold one product and wait for the other.
+    let results = two_lanes_meeting_after_first(
+        &app.harness.database(1).database_url,
+        handler,
+        [
+            vec![
+                incoming(o1, &reserve(o1, &[("apple", 1)])),
+                incoming(o2, &reserve(o2, &[("banana", 1)])),
+            ],
+            vec![
+                incoming(o3, &reserve(o3, &[("banana", 2)])),
+                incoming(o4, &reserve(o4, &[("apple", 2)])),
+            ],
+        ],
+        Duration::from_millis(500),
+    )
+    .await;
+    for (lane, result) in results.iter().enumerate() {
+        assert!(result.is_ok(), "lane {lane} failed: {result:?}");
+    }
+    assert_eq!(app.stock("apple").await, 7);
+    assert_eq!(app.stock("banana").await, 7);
+}
+
+#[test]
+fn a_batch_names_its_reserved_products_sorted_once_and_its_released_orders() {
+    let reserving = Uuid::now_v7();
+    let releasing = Uuid::now_v7();
+    let mut unreadable = incoming(reserving, &reserve(reserving, &[("zebra", 1)]));
+    unreadable.payload = vec![0xff, 0xff, 0xff];
+    let batch = vec![
+        incoming(
+            reserving,
+            &reserve(reserving, &[("cherry", 1), ("apple", 1)]),
+        ),
+        incoming(releasing, &release(releasing)),
+        incoming(reserving, &reserve(reserving, &[("apple", 3)])),
+        unreadable,
+    ];
+    let (products, releases) = batch_locks(&batch);
+    assert_eq!(products, vec!["apple".to_owned(), "cherry".to_owned()]);
+    assert_eq!(releases, vec![releasing]);
+}

@@ -168,6 +168,25 @@ pg_counters() {
   psql_q "select (select sum(xact_commit) from pg_stat_database), wal_sync, wal_write, wal_bytes from pg_stat_wal"
 }
 
+# pg_stat_statements (loaded by scripts/infra.sh): reset before a run, then per database
+# the statements executed and their execution time, for statements and time per saga.
+pg_statements_reset() {
+  psql_q "create extension if not exists pg_stat_statements" >/dev/null
+  psql_q "select pg_stat_statements_reset()" >/dev/null
+}
+pg_statements() {
+  psql_q "select d.datname, sum(s.calls), round(sum(s.total_exec_time)::numeric, 1)
+          from pg_stat_statements s join pg_database d on d.oid = s.dbid
+          where d.datname like '%_db' group by 1 order by 3 desc"
+}
+pg_top_statements() {
+  psql_q "select d.datname, s.calls, round(s.total_exec_time::numeric, 1),
+                 round((s.total_exec_time / s.calls)::numeric, 3),
+                 left(regexp_replace(s.query, '\s+', ' ', 'g'), 100)
+          from pg_stat_statements s join pg_database d on d.oid = s.dbid
+          where d.datname like '%_db' order by s.total_exec_time desc limit 15"
+}
+
 # Samples what active PostgreSQL sessions wait for, once a second, until the file $1 goes.
 pg_waits() {
   local flag="$1" file="$2" deadline=$((SECONDS + DURATION + DRAIN + 120))
@@ -209,6 +228,7 @@ run_one() {
   log "run $label: $rate orders/s for $seconds s (mix $MIX)"
   local before after
   before="$(pg_counters)"
+  pg_statements_reset
   touch "$flag"
   pg_waits "$flag" "$OUT/$name.pgwaits" &
   local sampler=$!
@@ -223,6 +243,8 @@ run_one() {
   rm -f "$flag"
   wait "$sampler" 2>/dev/null || true
   after="$(pg_counters)"
+  pg_statements >"$OUT/$name.pgstatements"
+  pg_top_statements >"$OUT/$name.pgtop"
   cat "$OUT/$name.txt" >&2
   ((status == 0)) || die "loadgen failed for $label (exit $status; see $OUT/$name.progress)"
   RUN_FILES+=("$OUT/$name.json")
@@ -293,6 +315,15 @@ pg_rates() {
         # The counters span the run and its drain; divide by the send window for a rate.
         printf "- %s: %.0f commits/s, %.0f WAL flushes/s, %.1f MB/s of WAL (run and drain, per second of sending); sessions seen waiting (samples): %s\n",
           label, (c1 - c0) / secs, (s1 - s0) / secs, (b1 - b0) / secs / 1048576, waits }'
+    # Statements and their execution time per saga ended (run and drain), by database.
+    local ended
+    ended="$(sed -n 's/.*"completed": \([0-9]*\).*/\1/p' "$json" | head -n1)"
+    if [[ -s "$OUT/$name.pgstatements" && "${ended:-0}" -gt 0 ]]; then
+      awk -F'|' -v ended="$ended" '
+        { calls += $2; ms += $3; by = by sprintf("%s%s %.2f ms (%.1f)", (NR > 1 ? ", " : ""), $1, $3 / ended, $2 / ended) }
+        END { printf "  statements per saga: %.1f, executing %.2f ms of the server'"'"'s time; by database, ms (statements): %s\n", calls / ended, ms / ended, by }' \
+        "$OUT/$name.pgstatements"
+    fi
   done <"$OUT/pg-counters.tsv"
 }
 

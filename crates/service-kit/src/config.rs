@@ -59,6 +59,32 @@ impl TelemetryArgs {
     }
 }
 
+/// The gRPC server's admission limit (see `service_kit::overload`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct GrpcArgs {
+    /// Most gRPC calls this process serves at once; a call beyond it is
+    /// answered UNAVAILABLE at once instead of queueing (health checks and
+    /// reflection never are).
+    #[arg(long, env = "GRPC_MAX_IN_FLIGHT", default_value_t = GrpcArgs::DEFAULT_MAX_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_in_flight: u32,
+}
+
+impl GrpcArgs {
+    pub const DEFAULT_MAX_IN_FLIGHT: u32 = 512;
+
+    pub fn max_in_flight(&self) -> usize {
+        self.grpc_max_in_flight as usize
+    }
+}
+
+impl Default for GrpcArgs {
+    fn default() -> Self {
+        Self {
+            grpc_max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
 /// How long in-flight work may take to finish after a shutdown signal.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ShutdownArgs {

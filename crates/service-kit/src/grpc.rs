@@ -119,15 +119,17 @@ pub async fn drain_signal(
 }
 
 /// Serves `routes` (plus health and reflection over `file_descriptor_set`)
-/// on `listener` with the server-span layer, until `shutdown`; then flips
-/// health to NOT_SERVING and drains in-flight calls for at most `grace`.
-/// `services` are the names whose health is reported SERVING, e.g.
-/// `OrderServiceServer::<_>::NAME`.
+/// on `listener` with the server-span layer and at most `max_in_flight`
+/// calls at once (the rest are shed as UNAVAILABLE, see
+/// [`crate::overload`]), until `shutdown`; then flips health to NOT_SERVING
+/// and drains in-flight calls for at most `grace`. `services` are the names
+/// whose health is reported SERVING, e.g. `OrderServiceServer::<_>::NAME`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     routes: tonic::service::Routes,
     services: Vec<String>,
     file_descriptor_set: &'static [u8],
+    max_in_flight: usize,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
@@ -148,6 +150,7 @@ pub async fn serve(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let server = tonic::transport::Server::builder()
         .layer(trace_layer())
+        .layer(crate::overload::InFlightLimitLayer::new(max_in_flight))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drained);
     tokio::pin!(server);

@@ -9,6 +9,7 @@ pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod metrics;
+pub mod overload;
 pub mod serving;
 pub mod shutdown;
 pub mod status;

@@ -28,6 +28,8 @@ pub struct GrpcApi {
     pub service_name: &'static str,
     /// The descriptor set reflection serves (`proto::FILE_DESCRIPTOR_SET`).
     pub file_descriptor_set: &'static [u8],
+    /// Most calls served at once (`GRPC_MAX_IN_FLIGHT`); more are shed.
+    pub max_in_flight: usize,
 }
 
 /// A service's migrated database, its pool and its bound listener.
@@ -88,6 +90,7 @@ impl Foundation {
             api.routes,
             vec![api.service_name.to_owned()],
             api.file_descriptor_set,
+            api.max_in_flight,
             shutdown.clone(),
             grace,
         );

@@ -64,6 +64,7 @@ impl Application {
             )),
             service_name: SERVICE_NAME,
             file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+            max_in_flight: self.config.grpc.max_in_flight(),
         };
         let handler = handler::InventoryHandler::new(app::Reservations::new(
             kafka.topic(proto::topics::SAGA_REPLIES),

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
+use service_kit::config::{DatabaseArgs, GrpcArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
 
 use crate::domain::DeliveryPolicy;
 
@@ -40,6 +40,8 @@ pub struct Config {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
 }

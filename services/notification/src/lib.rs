@@ -78,6 +78,7 @@ impl Application {
             )),
             service_name: SERVICE_NAME,
             file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+            max_in_flight: self.config.grpc.max_in_flight(),
         };
         let handler = messaging::NotificationHandler::new(self.deliverer.is_some());
         let consumer = consumer::run(

@@ -156,6 +156,7 @@ async fn spawn_replica(
         database: harness.database(4),
         kafka: harness.kafka(),
         telemetry: TelemetryArgs::quiet(),
+        grpc: service_kit::config::GrpcArgs::default(),
         shutdown: harness.shutdown_args(),
     };
     let app = notification_service::Application::build(config)

@@ -76,6 +76,7 @@ impl Application {
             )),
             service_name: SERVICE_NAME,
             file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+            max_in_flight: self.config.grpc.max_in_flight(),
         };
         let consumer = consumer::run(
             consumer::ConsumerConfig::for_service(

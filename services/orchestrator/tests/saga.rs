@@ -71,6 +71,7 @@ fn config(db: &TestDatabase, prefix: &str, timing: Timing) -> Config {
         },
         kafka: KafkaArgs::new(test_support::kafka_brokers(), prefix),
         telemetry: TelemetryArgs::quiet(),
+        grpc: service_kit::config::GrpcArgs::default(),
         shutdown: ShutdownArgs {
             shutdown_grace_seconds: 1,
         },

@@ -110,6 +110,7 @@ async fn a_timed_out_saga_stays_in_the_order_trace_with_a_span_per_command() {
         },
         kafka: KafkaArgs::new(test_support::kafka_brokers(), &prefix),
         telemetry: TelemetryArgs::quiet(),
+        grpc: service_kit::config::GrpcArgs::default(),
         shutdown: ShutdownArgs {
             shutdown_grace_seconds: 1,
         },

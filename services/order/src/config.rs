@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
+use service_kit::config::{DatabaseArgs, GrpcArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
 
 /// The order service: places orders, announces them through its outbox, and
 /// records the saga's verdicts (approve, reject) consumed from Kafka.
@@ -18,6 +18,8 @@ pub struct Config {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
 }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
+use service_kit::config::{DatabaseArgs, GrpcArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
 
 /// The payment service: customer accounts, and the saga's charges and refunds.
 #[derive(Debug, Clone, clap::Parser)]
@@ -20,6 +20,8 @@ pub struct Config {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
 }

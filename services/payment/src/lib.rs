@@ -74,6 +74,7 @@ impl Application {
             ))),
             service_name: SERVICE_NAME,
             file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+            max_in_flight: self.config.grpc.max_in_flight(),
         };
         let consumer_config = consumer::ConsumerConfig::for_service(
             &self.config.kafka,

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use service_kit::config::{DatabaseArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
+use service_kit::config::{DatabaseArgs, GrpcArgs, KafkaArgs, ShutdownArgs, TelemetryArgs};
 
 use crate::domain::{DEFAULT_DELIVERABLE_COUNTRIES, DeliverableCountries};
 
@@ -27,6 +27,8 @@ pub struct Config {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
+    #[command(flatten)]
+    pub grpc: GrpcArgs,
     #[command(flatten)]
     pub shutdown: ShutdownArgs,
 }

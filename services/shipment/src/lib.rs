@@ -63,6 +63,7 @@ impl Application {
             )),
             service_name: SERVICE_NAME,
             file_descriptor_set: proto::FILE_DESCRIPTOR_SET,
+            max_in_flight: self.config.grpc.max_in_flight(),
         };
         let handler = messaging::ShipmentHandler::new(
             kafka.topic(proto::topics::SAGA_REPLIES),

@@ -40,6 +40,7 @@ async fn spawn_app() -> TestApp {
         database: harness.database(4),
         kafka: harness.kafka(),
         telemetry: TelemetryArgs::quiet(),
+        grpc: service_kit::config::GrpcArgs::default(),
         shutdown: harness.shutdown_args(),
     };
     let app = shipment_service::Application::build(config)

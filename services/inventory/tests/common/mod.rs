@@ -49,6 +49,7 @@ pub async fn spawn_app() -> TestApp {
         database: harness.database(16),
         kafka: harness.kafka(),
         telemetry: TelemetryArgs::quiet(),
+        grpc: service_kit::config::GrpcArgs::default(),
         shutdown: harness.shutdown_args(),
     };
     let app = inventory_service::Application::build(config)

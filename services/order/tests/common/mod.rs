@@ -23,6 +23,7 @@ pub async fn spawn_app() -> TestApp {
         database: harness.database(8),
         kafka: harness.kafka(),
         telemetry: TelemetryArgs::quiet(),
+        grpc: service_kit::config::GrpcArgs::default(),
         shutdown: harness.shutdown_args(),
     };
     let app = order_service::Application::build(config)

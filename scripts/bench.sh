@@ -4,9 +4,12 @@
 #   scripts/bench.sh          build release binaries, start the stack with them, seed the
 #                             load generator's products and accounts, then run
 #                               (a) 50 orders/s for 60 s    targets: saga p50 <= 30 ms, p99 <= 100 ms
-#                               (c) 30 s steps at 100, 200, 300, 400 orders/s, stopping at the first
+#                               (c) 30 s steps at 75, 100, 150, 200, 300, 400 orders/s, stopping at the first
 #                                   that misses (rate kept, every saga ended, p99 <= 500 ms): the
 #                                   sustainable rate is the last step met
+#                               (d) twice the highest step sustained (twice 50/s if none) for
+#                                   60 s, draining up to BENCH_OVERLOAD_DRAIN s: every saga must
+#                                   end (nothing lost) and every service stay under 100 MB RSS
 #                               (b) 500 orders/s for 60 s   targets: >= 500 sagas/s, p99 <= 500 ms
 #                             and write the results block of the saga section of docs/benchmarks.md.
 #                             The steps come before (b) because an overloaded run leaves a backlog
@@ -26,11 +29,12 @@
 #   BENCH_MIX            happy=90,out_of_stock=5,insufficient_funds=3,undeliverable=2
 #   BENCH_SEED           (1)                          BENCH_DRAIN_TIMEOUT seconds (30)
 #   BENCH_SEARCH         1 runs the steps (c) (1)     BENCH_SETTLE_TIMEOUT seconds (180)
-#   BENCH_SEARCH_RATES   ("100 200 300 400")          BENCH_SEARCH_DURATION (30)
+#   BENCH_SEARCH_RATES   ("75 100 150 200 300 400")          BENCH_SEARCH_DURATION (30)
 #   BENCH_RUST_LOG       the services' RUST_LOG (info, as `make up`)
 #   BENCH_WRITE_DOCS     1 updates docs/benchmarks.md (1)
 #   BENCH_OUT            where reports, plots and logs go (.local/bench/saga-<UTC time>)
-#   BENCH_ONLY           which of "low steps high" to run (all three, the default)
+#   BENCH_ONLY           which of "low steps twice high" to run (all four, the default)
+#   BENCH_OVERLOAD_DRAIN seconds the twice-the-sustainable run waits for its sagas (300)
 #   BENCH_EXTRA_REPORTS  JSON reports of earlier runs to show beside this run's (space-separated)
 #   BENCH_WARMUP         seconds at BENCH_LOW_RATE before the first measured run, not
 #                        recorded: connections, consumer groups, the JVM's JIT (20; 0 skips)
@@ -57,11 +61,12 @@ MIX="${BENCH_MIX:-happy=90,out_of_stock=5,insufficient_funds=3,undeliverable=2}"
 SEED="${BENCH_SEED:-1}"
 DRAIN="${BENCH_DRAIN_TIMEOUT:-30}"
 SEARCH="${BENCH_SEARCH:-1}"
-SEARCH_RATES="${BENCH_SEARCH_RATES:-100 200 300 400}"
+SEARCH_RATES="${BENCH_SEARCH_RATES:-75 100 150 200 300 400}"
 SETTLE_TIMEOUT="${BENCH_SETTLE_TIMEOUT:-180}"
 SEARCH_DURATION="${BENCH_SEARCH_DURATION:-30}"
 WRITE_DOCS="${BENCH_WRITE_DOCS:-1}"
-ONLY="${BENCH_ONLY:-low steps high}"
+ONLY="${BENCH_ONLY:-low steps twice high}"
+OVERLOAD_DRAIN="${BENCH_OVERLOAD_DRAIN:-300}"
 KAFKA_MODE="${BENCH_KAFKA:-shared}"
 OWN_KAFKA_PORT="${BENCH_KAFKA_PORT:-19392}"
 OWN_KAFKA_STATE="$STATE/bench/kafka"
@@ -189,7 +194,7 @@ pg_top_statements() {
 
 # Samples what active PostgreSQL sessions wait for, once a second, until the file $1 goes.
 pg_waits() {
-  local flag="$1" file="$2" deadline=$((SECONDS + DURATION + DRAIN + 120))
+  local flag="$1" file="$2" deadline=$((SECONDS + DURATION + ${RUN_DRAIN:-$DRAIN} + 120))
   while [[ -e "$flag" ]] && ((SECONDS < deadline)); do
     psql_q "select coalesce(wait_event_type || ':' || wait_event, 'CPU (no wait)') from pg_stat_activity
             where state = 'active' and backend_type = 'client backend' and pid <> pg_backend_pid()" >>"$file"
@@ -235,7 +240,7 @@ run_one() {
   local status=0
   "$LOADGEN" run \
     --label "$label" --rate "$rate" --duration "$seconds" --mix "$MIX" --seed "$SEED" \
-    --drain-timeout "$DRAIN" --progress log \
+    --drain-timeout "${RUN_DRAIN:-$DRAIN}" --progress log \
     --watch-pid-dir "$WATCH_DIRS" --watch-comm postgres=postgres \
     --target-rss-mb 100 \
     --json "$OUT/$name.json" --plot "$OUT/$name.png" "$@" \
@@ -286,6 +291,15 @@ if [[ " $ONLY " == *" steps "* ]]; then
     done
     log "highest step sustained: $sustained"
   fi
+fi
+if [[ " $ONLY " == *" twice "* ]]; then
+  # Twice the highest step sustained (twice LOW_RATE when no step was), with a drain
+  # long enough for every saga to end: latency rises, memory must stay bounded and no
+  # saga may be lost.
+  base="${sustained%/s}"
+  [[ "$base" =~ ^[0-9]+$ ]] || base="$LOW_RATE"
+  twice=$((2 * base))
+  RUN_DRAIN="$OVERLOAD_DRAIN" run_one twice "${twice}/s (twice ${base}/s)" "$twice" "$DURATION"
 fi
 if [[ " $ONLY " == *" high "* ]]; then
   run_one high "$HIGH_RATE/s" "$HIGH_RATE" "$DURATION" --target-rate "$HIGH_RATE" --target-p99-ms 500

@@ -52,3 +52,77 @@ async fn lane<H: Handler>(
     })
     .await
 }
+
+/// A row lock held by a transaction of its own until [`RowLock::release`]
+/// (or drop): another session's work on the same rows.
+pub struct RowLock {
+    end: Option<tokio::sync::oneshot::Sender<()>>,
+    holder: tokio::task::JoinHandle<()>,
+}
+
+impl RowLock {
+    /// Runs `locking_sql` (e.g. `SELECT ... FOR UPDATE`) in a transaction on
+    /// a connection of its own to `url` and returns once it holds the locks.
+    pub async fn take(url: &str, locking_sql: &str) -> anyhow::Result<Self> {
+        use diesel_async::RunQueryDsl as _;
+        let mut conn = AsyncPgConnection::establish(url).await?;
+        let (locked_tx, locked) = tokio::sync::oneshot::channel();
+        let (end, ended) = tokio::sync::oneshot::channel::<()>();
+        let sql = locking_sql.to_owned();
+        let holder = tokio::spawn(async move {
+            let held = conn
+                .transaction::<_, diesel::result::Error, _>(async |conn| {
+                    diesel::sql_query(sql).execute(conn).await?;
+                    let _ = locked_tx.send(Ok(()));
+                    let _ = ended.await;
+                    Ok(())
+                })
+                .await;
+            if let Err(error) = held {
+                eprintln!("row lock holder failed: {error}");
+            }
+        });
+        match locked.await {
+            Ok(result) => result.map(|()| Self {
+                end: Some(end),
+                holder,
+            }),
+            Err(_) => anyhow::bail!("the locking statement failed: {locking_sql}"),
+        }
+    }
+
+    /// Ends the holding transaction and waits until its locks are gone.
+    pub async fn release(mut self) {
+        if let Some(end) = self.end.take() {
+            let _ = end.send(());
+        }
+        let _ = (&mut self.holder).await;
+    }
+}
+
+/// Handles `batch` as one lane does (`lock_batch`, then each message) in
+/// one transaction on a connection of its own to `url`, giving up after
+/// `within`: `None` if it did not finish in time (e.g. it waited for a lock).
+pub async fn handle_batch_within<H: Handler>(
+    url: &str,
+    handler: &H,
+    batch: &[Incoming],
+    within: Duration,
+) -> Option<Result<(), HandlerError>> {
+    let mut conn = match AsyncPgConnection::establish(url).await {
+        Ok(conn) => conn,
+        Err(error) => return Some(Err(HandlerError::Transient(error.into()))),
+    };
+    tokio::time::timeout(
+        within,
+        conn.transaction::<_, HandlerError, _>(async |conn| {
+            handler.lock_batch(conn, batch).await?;
+            for message in batch {
+                handler.handle(conn, message).await?;
+            }
+            Ok(())
+        }),
+    )
+    .await
+    .ok()
+}

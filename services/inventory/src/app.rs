@@ -161,8 +161,18 @@ impl Reservations {
             );
             return Ok(answer);
         }
-        let locked = db::lock_products(conn, &request.product_ids()).await?;
-        let answer = domain::decide(request, &locked)?;
+        // A refusal needs no lock: a product unknown, sold out or short in
+        // the last committed state is a valid answer at that instant. Only an
+        // order that can be served locks its products (and decides again on
+        // what it locked), so orders for a sold-out product never queue
+        // behind each other on its row.
+        let ids = request.product_ids();
+        let answer = match domain::decide(request, &db::find_products(conn, &ids, false).await?)? {
+            refused @ ReserveAnswer::Refused(_) => refused,
+            ReserveAnswer::Reserved { .. } => {
+                domain::decide(request, &db::find_products(conn, &ids, true).await?)?
+            }
+        };
         match &answer {
             ReserveAnswer::Reserved { lines, .. } => {
                 let taken: Vec<(ProductId, i32)> = lines

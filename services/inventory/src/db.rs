@@ -137,36 +137,43 @@ pub async fn list_products(
         .collect()
 }
 
-/// Locks those of `ids` that exist, in id order (`SELECT ... FOR UPDATE
-/// ORDER BY id`): the one order in which every transaction locks products.
-pub async fn lock_products(
+/// Those of `ids` that exist, in id order. With `lock`, their rows stay
+/// locked (`SELECT ... FOR UPDATE ORDER BY id`) until the transaction ends:
+/// id order is the one order in which every transaction locks products.
+/// Without it, they are read as last committed.
+pub async fn find_products(
     conn: &mut AsyncPgConnection,
     ids: &[ProductId],
+    lock: bool,
 ) -> Result<Vec<LockedProduct>, DbError> {
     let ids: Vec<&str> = ids.iter().map(ProductId::as_str).collect();
-    products::table
+    let query = products::table
         .filter(products::id.eq_any(&ids))
         .order(products::id.asc())
-        .select(ProductRow::as_select())
-        .for_update()
-        .load(conn)
-        .await?
-        .into_iter()
-        .map(|row| {
-            let product = product_to_domain(row)?;
-            Ok(LockedProduct {
-                id: product.id,
-                unit_price: product.unit_price,
-                stock: product.stock,
-            })
-        })
-        .collect()
+        .select(ProductRow::as_select());
+    let rows = if lock {
+        query.for_update().load(conn).await?
+    } else {
+        query.load(conn).await?
+    };
+    rows.into_iter().map(to_locked).collect()
 }
 
-/// Locks, in id order, the products of `ids` and those reserved by the
-/// orders of `releasing`: every product a batch of reservations and
-/// releases will change, taken before any of them, so that two batches
-/// never wait for each other's products in opposite orders.
+fn to_locked(row: ProductRow) -> Result<LockedProduct, DbError> {
+    let product = product_to_domain(row)?;
+    Ok(LockedProduct {
+        id: product.id,
+        unit_price: product.unit_price,
+        stock: product.stock,
+    })
+}
+
+/// Locks, in id order, the products of `ids` that have stock and those
+/// reserved by the orders of `releasing`: every product a batch of
+/// reservations and releases will change, taken before any of them, so that
+/// two batches never wait for each other's products in opposite orders. A
+/// sold-out product is left unlocked: no reservation can take from it, and
+/// locking it would queue every batch that names it behind the others.
 pub async fn lock_for_batch(
     conn: &mut AsyncPgConnection,
     ids: &[&str],
@@ -176,7 +183,12 @@ pub async fn lock_for_batch(
         .filter(reservation_lines::order_id.eq_any(releasing))
         .select(reservation_lines::product_id);
     let locked: Vec<String> = products::table
-        .filter(products::id.eq_any(ids).or(products::id.eq_any(reserved)))
+        .filter(
+            products::id
+                .eq_any(ids)
+                .and(products::stock.gt(0))
+                .or(products::id.eq_any(reserved)),
+        )
         .order(products::id.asc())
         .select(products::id)
         .for_update()

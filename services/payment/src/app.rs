@@ -108,10 +108,21 @@ impl Payments {
         if let Some(existing) = db::find_payment(conn, charge.order_id, false).await? {
             return Ok((existing.charge_reply(), "replayed"));
         }
-        // The account row stays locked until the commit: concurrent charges
-        // of one customer decide one after the other on the current balance.
-        let account = db::find_account(conn, &charge.customer_id, true).await?;
-        let decision = domain::decide_charge(account.as_ref(), &charge.amount, self.limit_minor);
+        // A decline needs no lock: an account missing, short or in another
+        // currency in the last committed state is a valid answer at that
+        // instant, and declined charges of one customer must not queue on its
+        // row. A charge that can go through locks the account until the
+        // commit and decides again on it, so concurrent charges of one
+        // customer decide one after the other on the current balance.
+        let seen = db::find_account(conn, &charge.customer_id, false).await?;
+        let decision = match domain::decide_charge(seen.as_ref(), &charge.amount, self.limit_minor)
+        {
+            Ok(_) => {
+                let account = db::find_account(conn, &charge.customer_id, true).await?;
+                domain::decide_charge(account.as_ref(), &charge.amount, self.limit_minor)
+            }
+            declined => declined,
+        };
         let status = match decision {
             Ok(_) => PaymentStatus::Charged,
             Err(reason) => PaymentStatus::Declined(reason),

@@ -115,11 +115,12 @@ pub async fn credit(
     .await?)
 }
 
-/// Locks, in customer id order, the accounts of `charging` and those of
-/// the customers whose payments for `refunding` a batch gives back: every
-/// account a batch of charges and refunds will change, taken before any of
-/// them, so that two batches never wait for each other's accounts in
-/// opposite orders.
+/// Locks, in customer id order, the accounts of `charging` that hold money
+/// and those of the customers whose payments for `refunding` a batch gives
+/// back: every account a batch of charges and refunds will change, taken
+/// before any of them, so that two batches never wait for each other's
+/// accounts in opposite orders. An empty account is left unlocked: every
+/// charge on it is declined without a lock.
 pub async fn lock_for_batch(
     conn: &mut AsyncPgConnection,
     charging: &[&str],
@@ -133,6 +134,7 @@ pub async fn lock_for_batch(
         .filter(
             accounts::customer_id
                 .eq_any(charging)
+                .and(accounts::balance_minor.gt(0))
                 .or(accounts::customer_id.eq_any(refunded)),
         )
         .order(accounts::customer_id.asc())

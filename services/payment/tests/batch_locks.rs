@@ -1,16 +1,17 @@
-//! Batches of payment commands in concurrent transactions, as two partition
-//! lanes of the consumer run them: their account locks are taken up front in
-//! customer id order, so batches that touch the same accounts in opposite
-//! orders queue behind each other instead of deadlocking.
+//! The account locks of payment commands. Batches in concurrent
+//! transactions, as two partition lanes of the consumer run them, take theirs
+//! up front in customer id order, so batches that touch the same accounts in
+//! opposite orders queue behind each other instead of deadlocking; and a
+//! decline takes none, so charges an account cannot pay never queue on it.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{LIMIT, eur, spawn_app};
+use common::{LIMIT, Reply, eur, spawn_app};
 use consumer::Incoming;
-use consumer::testing::two_lanes_meeting_after_first;
+use consumer::testing::{RowLock, handle_batch_within, two_lanes_meeting_after_first};
 use payment_service::app::Payments;
 use payment_service::handler::{PaymentHandler, batch_locks};
 use proto::messages::v1 as msg;
@@ -84,4 +85,35 @@ fn a_batch_names_its_charged_customers_sorted_once_and_its_refunded_orders() {
     let (customers, refunds) = batch_locks(&batch);
     assert_eq!(customers, vec!["alice".to_owned(), "carol".to_owned()]);
     assert_eq!(refunds, vec![refunded]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_charge_an_empty_account_cannot_pay_is_declined_while_another_transaction_holds_its_row()
+{
+    let app = spawn_app().await;
+    app.open_account("broke", 0).await;
+    let url = app.harness.database(1).database_url;
+    let lock = RowLock::take(
+        &url,
+        "SELECT customer_id FROM accounts WHERE customer_id = 'broke' FOR UPDATE",
+    )
+    .await
+    .expect("row locked");
+
+    let pool = service_kit::db::pool(&url, 1).expect("pool");
+    let handler = PaymentHandler::new(Payments::new(pool, app.harness.kafka(), LIMIT));
+    let order = Uuid::now_v7();
+    let batch = [charge(order, "broke", 100)];
+    let handled = handle_batch_within(&url, &handler, &batch, Duration::from_secs(5)).await;
+    lock.release().await;
+
+    let handled = handled.expect("the decline did not wait for the row lock");
+    assert!(handled.is_ok(), "{handled:?}");
+    match &app.wait_for_replies(1).await[0] {
+        Reply::Failed(failed) => {
+            assert_eq!(failed.reason(), msg::PaymentFailure::InsufficientFunds);
+        }
+        other => panic!("expected a decline, got {other:?}"),
+    }
+    assert_eq!(app.balance("broke").await, 0);
 }

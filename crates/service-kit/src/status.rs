@@ -111,9 +111,66 @@ pub fn invalid_field(field: impl Into<String>, description: impl Into<String>) -
     invalid_argument(vec![FieldViolation::new(field, description)])
 }
 
+/// The three fields of a list-by-customer request (`customer_id`,
+/// `page_size`, `page_token`), each already parsed: all three values, or
+/// INVALID_ARGUMENT naming every one of them that is wrong.
+pub fn customer_page<C, S, T>(
+    customer_id: Result<C, String>,
+    page_size: Result<S, String>,
+    page_token: Result<T, String>,
+) -> Result<(C, S, T), Status> {
+    let mut v = Violations::new();
+    let customer_id = v.check("customer_id", customer_id);
+    let page_size = v.check("page_size", page_size);
+    let page_token = v.check("page_token", page_token);
+    match (customer_id, page_size, page_token) {
+        (Some(customer_id), Some(page_size), Some(page_token)) => {
+            Ok((customer_id, page_size, page_token))
+        }
+        _ => Err(invalid_argument(v.into_vec())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_list_by_customer_request_reports_every_bad_field_at_once() {
+        let ok: Result<(&str, u32, Option<u8>), Status> =
+            customer_page(Ok("c-1"), Ok(10), Ok(None));
+        assert_eq!(ok.expect("valid request"), ("c-1", 10, None));
+
+        let status = customer_page::<&str, u32, Option<u8>>(
+            Err("must not be empty".into()),
+            Ok(10),
+            Err("is not a page token of this list".into()),
+        )
+        .expect_err("two bad fields");
+        assert_eq!(
+            violations(&status),
+            [
+                ("customer_id".to_owned(), "must not be empty".to_owned()),
+                (
+                    "page_token".to_owned(),
+                    "is not a page token of this list".to_owned()
+                )
+            ]
+        );
+    }
+
+    /// The field violations of an INVALID_ARGUMENT status: (field, description).
+    fn violations(status: &Status) -> Vec<(String, String)> {
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad_request = status
+            .get_details_bad_request()
+            .expect("bad request details");
+        bad_request
+            .field_violations
+            .into_iter()
+            .map(|v| (v.field, v.description))
+            .collect()
+    }
 
     #[test]
     fn invalid_argument_carries_every_field_violation() {
@@ -121,15 +178,7 @@ mod tests {
             FieldViolation::new("customer_id", "must not be empty"),
             FieldViolation::new("items[0].quantity", "must be at least 1"),
         ]));
-        assert_eq!(status.code(), Code::InvalidArgument);
-        let bad_request = status
-            .get_details_bad_request()
-            .expect("bad request details");
-        let fields: Vec<_> = bad_request
-            .field_violations
-            .iter()
-            .map(|v| v.field.as_str())
-            .collect();
+        let fields: Vec<String> = violations(&status).into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields, ["customer_id", "items[0].quantity"]);
     }
 

@@ -4,7 +4,7 @@
 use domain_types::{PageSize, parse_page_token};
 use proto::notification::v1 as api;
 use service_kit::grpc::timestamp;
-use service_kit::status::{ErrorKind, Violations, invalid_argument as invalid, to_status};
+use service_kit::status::{ErrorKind, customer_page, to_status};
 use tonic::{Request, Response, Status};
 
 use crate::app::{AppError, Notifications};
@@ -27,19 +27,13 @@ impl api::notification_service_server::NotificationService for NotificationApi {
         request: Request<api::ListNotificationsRequest>,
     ) -> Result<Response<api::ListNotificationsResponse>, Status> {
         let request = request.into_inner();
-        let mut v = Violations::new();
-        let customer_id = v.check("customer_id", CustomerId::parse(&request.customer_id));
-        let page_size = v.check("page_size", PageSize::parse(request.page_size));
-        let after = v.check(
-            "page_token",
+        let (customer_id, page_size, after) = customer_page(
+            CustomerId::parse(&request.customer_id),
+            PageSize::parse(request.page_size),
             parse_page_token(&request.page_token, |token| {
                 PageCursor::decode(token, "ListNotifications")
             }),
-        );
-        let (Some(customer_id), Some(page_size), Some(after)) = (customer_id, page_size, after)
-        else {
-            return Err(invalid(v.into_vec()));
-        };
+        )?;
         let (page, next) = self
             .notifications
             .list(&customer_id, after, page_size)

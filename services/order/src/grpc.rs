@@ -5,7 +5,8 @@ use domain_types::{PageSize, parse_page_token, parse_text};
 use proto::order::v1 as api;
 use service_kit::grpc::timestamp;
 use service_kit::status::{
-    ErrorKind, FieldViolation, Violations, invalid_argument as invalid, invalid_field, to_status,
+    ErrorKind, FieldViolation, Violations, customer_page, invalid_argument as invalid,
+    invalid_field, to_status,
 };
 use tonic::{Request, Response, Status};
 
@@ -56,19 +57,13 @@ impl api::order_service_server::OrderService for OrderApi {
         request: Request<api::ListOrdersRequest>,
     ) -> Result<Response<api::ListOrdersResponse>, Status> {
         let request = request.into_inner();
-        let mut v = Violations::new();
-        let customer_id = v.check("customer_id", CustomerId::parse(&request.customer_id));
-        let page_size = v.check("page_size", PageSize::parse(request.page_size));
-        let after = v.check(
-            "page_token",
+        let (customer_id, page_size, after) = customer_page(
+            CustomerId::parse(&request.customer_id),
+            PageSize::parse(request.page_size),
             parse_page_token(&request.page_token, |token| {
                 PageCursor::decode(token, "ListOrders")
             }),
-        );
-        let (Some(customer_id), Some(page_size), Some(after)) = (customer_id, page_size, after)
-        else {
-            return Err(invalid(v.into_vec()));
-        };
+        )?;
         let (orders, next) = self
             .orders
             .list(&customer_id, after, page_size)

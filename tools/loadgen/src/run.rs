@@ -108,7 +108,13 @@ fn watch(
             let with_pss = taken.is_multiple_of(PSS_EVERY);
             taken += 1;
             accounting.add(procstat::sample(&targets, with_pss, || start.elapsed()));
-            next += Duration::from_secs(1);
+            // At least half a second between two samples, even after a slow one
+            // (a PSS read on a loaded machine can take most of a second): the
+            // processes are read one after another, so over a short interval
+            // the gap between a process's two reads can differ from the
+            // interval's length by more than the interval itself.
+            next =
+                (next + Duration::from_secs(1)).max(start.elapsed() + Duration::from_millis(500));
             while start.elapsed() < next {
                 if stop.load(Ordering::Relaxed) {
                     // One last sample closes the interval.

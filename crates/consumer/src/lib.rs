@@ -197,7 +197,12 @@ pub trait Handler: Send + Sync + 'static {
     /// shared rows (products, accounts) message by message lock them in
     /// different orders and deadlock; PostgreSQL breaks that only after
     /// `deadlock_timeout`, and both batches are replayed one message at a
-    /// time. Messages it cannot read are skipped (`handle` rejects them).
+    /// time. It should not wait for a lock (`FOR UPDATE NOWAIT`): a batch
+    /// whose rows are not all free fails here at once, and the runtime
+    /// handles its messages one per transaction, each holding only its own
+    /// message's rows, so lanes contending for shared rows degrade to small
+    /// transactions instead of queueing whole batches behind each other.
+    /// Messages it cannot read are skipped (`handle` rejects them).
     /// The default takes no locks, for handlers whose messages only lock
     /// rows of their own key (one partition lane per key).
     fn lock_batch<'a>(

@@ -126,3 +126,26 @@ pub async fn handle_batch_within<H: Handler>(
     .await
     .ok()
 }
+
+/// Handles each message of `batch` in a transaction of its own on one
+/// connection to `url`, in order, as the runtime replays a batch whose
+/// transaction failed.
+pub async fn handle_one_by_one<H: Handler>(
+    url: &str,
+    handler: &H,
+    batch: &[Incoming],
+) -> Result<(), HandlerError> {
+    let mut conn = AsyncPgConnection::establish(url)
+        .await
+        .map_err(|error| HandlerError::Transient(error.into()))?;
+    for message in batch {
+        conn.transaction::<_, HandlerError, _>(async |conn| handler.handle(conn, message).await)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Whether a lane's transaction was PostgreSQL's deadlock victim.
+pub fn deadlocked(result: &Result<(), HandlerError>) -> bool {
+    matches!(result, Err(error) if error.to_string().contains("deadlock detected"))
+}

@@ -173,7 +173,10 @@ fn to_locked(row: ProductRow) -> Result<LockedProduct, DbError> {
 /// reservations and releases will change, taken before any of them, so that
 /// two batches never wait for each other's products in opposite orders. A
 /// sold-out product is left unlocked: no reservation can take from it, and
-/// locking it would queue every batch that names it behind the others.
+/// locking it would queue every batch that names it behind the others. It
+/// does not wait (`NOWAIT`): if another transaction holds one of them, it
+/// fails at once, and the consumer handles the batch's messages one per
+/// transaction, each locking only its own order's products.
 pub async fn lock_for_batch(
     conn: &mut AsyncPgConnection,
     ids: &[&str],
@@ -192,6 +195,7 @@ pub async fn lock_for_batch(
         .order(products::id.asc())
         .select(products::id)
         .for_update()
+        .no_wait()
         .load(conn)
         .await?;
     Ok(locked.len())

@@ -223,6 +223,9 @@ pub async fn insert(conn: &mut AsyncPgConnection, record: &SagaRecord) -> Result
 
 /// Locks the sagas of `orders` that exist, in order id order, until the
 /// transaction ends: a batch's sagas, taken before any of them is changed.
+/// It does not wait (`NOWAIT`): if another transaction holds one of them, it
+/// fails at once, and the consumer handles the batch's messages one per
+/// transaction.
 pub async fn lock_for_batch(
     conn: &mut AsyncPgConnection,
     orders: &[Uuid],
@@ -232,6 +235,7 @@ pub async fn lock_for_batch(
         .order(sagas::order_id.asc())
         .select(sagas::order_id)
         .for_update()
+        .no_wait()
         .load(conn)
         .await?;
     Ok(locked.len())

@@ -120,7 +120,9 @@ pub async fn credit(
 /// back: every account a batch of charges and refunds will change, taken
 /// before any of them, so that two batches never wait for each other's
 /// accounts in opposite orders. An empty account is left unlocked: every
-/// charge on it is declined without a lock.
+/// charge on it is declined without a lock. It does not wait (`NOWAIT`): if
+/// another transaction holds one of them, it fails at once, and the consumer
+/// handles the batch's messages one per transaction.
 pub async fn lock_for_batch(
     conn: &mut AsyncPgConnection,
     charging: &[&str],
@@ -140,6 +142,7 @@ pub async fn lock_for_batch(
         .order(accounts::customer_id.asc())
         .select(accounts::customer_id)
         .for_update()
+        .no_wait()
         .load(conn)
         .await?;
     Ok(locked.len())

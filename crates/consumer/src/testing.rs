@@ -149,3 +149,30 @@ pub async fn handle_one_by_one<H: Handler>(
 pub fn deadlocked(result: &Result<(), HandlerError>) -> bool {
     matches!(result, Err(error) if error.to_string().contains("deadlock detected"))
 }
+
+/// Checks the outcome of [`two_lanes_meeting_after_first`] for batches that
+/// lock shared rows: no lane deadlocked and at least one batch committed;
+/// then replays each failed batch one message per transaction, as the
+/// runtime does. Panics (it is for tests) when any of that does not hold.
+pub async fn finish_lanes<H: Handler>(
+    url: &str,
+    handler: &H,
+    batches: &[Vec<Incoming>; 2],
+    results: &[Result<(), HandlerError>; 2],
+) {
+    assert!(
+        !results.iter().any(deadlocked),
+        "a lane deadlocked: {results:?}"
+    );
+    assert!(
+        results.iter().any(Result::is_ok),
+        "no batch committed: {results:?}"
+    );
+    for (batch, result) in batches.iter().zip(results) {
+        if result.is_err()
+            && let Err(error) = handle_one_by_one(url, handler, batch).await
+        {
+            panic!("a replayed message failed: {error}");
+        }
+    }
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{Reply, release, reserve, spawn_app};
 use consumer::Incoming;
 use consumer::testing::{
-    RowLock, deadlocked, handle_batch_within, handle_one_by_one, two_lanes_meeting_after_first,
+    RowLock, finish_lanes, handle_batch_within, two_lanes_meeting_after_first,
 };
 use inventory_service::app::Reservations;
 use inventory_service::handler::{InventoryHandler, batch_locks};
@@ -54,21 +54,7 @@ async fn batches_reserving_shared_products_in_opposite_orders_never_deadlock() {
     .await;
     // A batch whose rows another lane holds fails at once (NOWAIT) and the
     // runtime replays it one message per transaction; neither may deadlock.
-    assert!(
-        !results.iter().any(deadlocked),
-        "a lane deadlocked: {results:?}"
-    );
-    assert!(
-        results.iter().any(Result::is_ok),
-        "no batch committed: {results:?}"
-    );
-    for (lane, result) in results.iter().enumerate() {
-        if result.is_err() {
-            handle_one_by_one(&url, &*handler, &batches[lane])
-                .await
-                .expect("the replayed messages commit");
-        }
-    }
+    finish_lanes(&url, &*handler, &batches, &results).await;
     assert_eq!(app.stock("apple").await, 7);
     assert_eq!(app.stock("banana").await, 7);
 }

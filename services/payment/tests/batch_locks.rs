@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{LIMIT, Reply, eur, spawn_app};
 use consumer::Incoming;
 use consumer::testing::{
-    RowLock, deadlocked, handle_batch_within, handle_one_by_one, two_lanes_meeting_after_first,
+    RowLock, finish_lanes, handle_batch_within, two_lanes_meeting_after_first,
 };
 use payment_service::app::Payments;
 use payment_service::handler::{PaymentHandler, batch_locks};
@@ -69,21 +69,7 @@ async fn batches_charging_shared_accounts_in_opposite_orders_never_deadlock() {
     .await;
     // A batch whose rows another lane holds fails at once (NOWAIT) and the
     // runtime replays it one message per transaction; neither may deadlock.
-    assert!(
-        !results.iter().any(deadlocked),
-        "a lane deadlocked: {results:?}"
-    );
-    assert!(
-        results.iter().any(Result::is_ok),
-        "no batch committed: {results:?}"
-    );
-    for (lane, result) in results.iter().enumerate() {
-        if result.is_err() {
-            handle_one_by_one(&url, &*handler, &batches[lane])
-                .await
-                .expect("the replayed messages commit");
-        }
-    }
+    finish_lanes(&url, &*handler, &batches, &results).await;
     assert_eq!(app.balance("alice").await, 9_700);
     assert_eq!(app.balance("bob").await, 9_700);
 }

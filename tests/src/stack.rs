@@ -537,19 +537,7 @@ impl Drop for Stack {
             }
         }
         drop(processes);
-        // Drop may run inside a runtime: the cleanup gets its own thread.
-        let prefix = self.prefix.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime
-                && let Err(error) = runtime.block_on(test_support::delete_namespace(&prefix))
-            {
-                eprintln!("cannot delete the topics of {prefix}: {error:#}");
-            }
-        });
-        let _ = cleanup.join();
+        test_support::delete_namespace_blocking(&self.prefix);
     }
 }
 

@@ -30,20 +30,8 @@ pub struct ServiceHarness {
 impl Drop for ServiceHarness {
     fn drop(&mut self) {
         self.shutdown.cancel();
-        // A shared broker would otherwise keep every test's topics. Drop may
-        // run inside a runtime, so the cleanup gets its own thread.
-        let prefix = self.kafka.kafka_topic_prefix.clone();
-        let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
-            if let Ok(runtime) = runtime
-                && let Err(error) = runtime.block_on(crate::delete_namespace(&prefix))
-            {
-                eprintln!("cannot delete the topics of {prefix}: {error:#}");
-            }
-        });
-        let _ = cleanup.join();
+        // A shared broker would otherwise keep every test's topics.
+        crate::delete_namespace_blocking(&self.kafka.kafka_topic_prefix);
     }
 }
 

@@ -279,6 +279,49 @@ pub async fn topic_namespace() -> anyhow::Result<String> {
     Ok(prefix)
 }
 
+/// A topic namespace ([`topic_namespace`]) that deletes its topics when
+/// dropped, for tests that set their services up without a
+/// [`ServiceHarness`].
+pub struct TopicNamespace {
+    prefix: String,
+}
+
+impl TopicNamespace {
+    pub async fn create() -> anyhow::Result<Self> {
+        Ok(Self {
+            prefix: topic_namespace().await?,
+        })
+    }
+
+    /// The prefix to pass as `KAFKA_TOPIC_PREFIX`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Drop for TopicNamespace {
+    fn drop(&mut self) {
+        delete_namespace_blocking(&self.prefix);
+    }
+}
+
+/// [`delete_namespace`] from a `Drop`, which may run inside a runtime: on a
+/// thread and runtime of its own, reporting a failure on stderr.
+pub fn delete_namespace_blocking(prefix: &str) {
+    let prefix = prefix.to_owned();
+    let cleanup = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(runtime) = runtime
+            && let Err(error) = runtime.block_on(delete_namespace(&prefix))
+        {
+            eprintln!("cannot delete the topics of {prefix}: {error:#}");
+        }
+    });
+    let _ = cleanup.join();
+}
+
 /// Deletes every topic of the namespace `prefix` (a shared broker would
 /// otherwise keep every test's topics, and run out of memory).
 pub async fn delete_namespace(prefix: &str) -> anyhow::Result<usize> {

@@ -49,6 +49,8 @@ struct Running {
 struct TestApp {
     db: TestDatabase,
     prefix: String,
+    /// Deletes the topics when the test ends.
+    _namespace: test_support::TopicNamespace,
     producer: rdkafka::producer::FutureProducer,
     timing: Timing,
     running: Option<Running>,
@@ -104,11 +106,15 @@ async fn spawn_app_with(timing: Timing) -> TestApp {
     let db = TestDatabase::create("orchestrator")
         .await
         .expect("test database");
-    let prefix = test_support::topic_namespace().await.expect("topics");
+    let namespace = test_support::TopicNamespace::create()
+        .await
+        .expect("topics");
+    let prefix = namespace.prefix().to_owned();
     let running = start(&db, &prefix, timing).await;
     TestApp {
         db,
         prefix,
+        _namespace: namespace,
         producer: test_support::producer().expect("producer"),
         timing,
         running: Some(running),

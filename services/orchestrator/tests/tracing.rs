@@ -101,7 +101,10 @@ async fn a_timed_out_saga_stays_in_the_order_trace_with_a_span_per_command() {
     let db = TestDatabase::create("orchestrator_trace")
         .await
         .expect("database");
-    let prefix = test_support::topic_namespace().await.expect("topics");
+    let namespace = test_support::TopicNamespace::create()
+        .await
+        .expect("topics");
+    let prefix = namespace.prefix().to_owned();
     let config = orchestrator::Config {
         listen_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         database: DatabaseArgs {

@@ -2,7 +2,7 @@
 //! again: every saga resumes from its stored state and ends as it would have.
 //!
 //! A consumer killed with SIGKILL keeps its partitions until the broker
-//! expires its session (45 s), so a restarted consumer waits that long for
+//! expires its session (10 s, `crates/consumer`), so a restarted consumer waits that long for
 //! them; the saga's timing is set above that so the outage itself does not
 //! fail any step.
 
@@ -25,7 +25,7 @@ const BALANCE: i64 = 1_000_000;
 const CUSTOMERS: [&str; 4] = ["buyer-0", "buyer-1", "buyer-2", "buyer-3"];
 const ALL_DONE: Duration = Duration::from_secs(240);
 
-/// Timing that outlasts the restarted consumers' 45 s wait for their
+/// Timing that outlasts the restarted consumers' 10 s wait for their
 /// partitions: steps and re-sent commands (approve, compensations) keep
 /// waiting for about two minutes.
 fn options() -> StackOptions {

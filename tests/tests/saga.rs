@@ -15,7 +15,7 @@ use proto::payment::v1::PaymentStatus;
 use proto::shipment::v1::ShipmentStatus;
 
 /// How long one saga gets to finish in these scenarios (a killed consumer's
-/// partitions move only after its 45 s session timeout).
+/// partitions move only after its 10 s session timeout).
 const SAGA_WAIT: Duration = Duration::from_secs(120);
 /// How long a notification gets to reach the webhook.
 const NOTIFY_WAIT: Duration = Duration::from_secs(30);
@@ -421,7 +421,7 @@ async fn an_undeliverable_order_is_refunded_then_released() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_shipment_service_down_past_the_deadline_compensates_every_step_in_reverse() {
     // A consumer killed with SIGKILL keeps its partitions until the broker
-    // expires its session (45 s): the restarted shipment service gets them
+    // expires its session (10 s): the restarted shipment service gets them
     // only then. The cancellation is re-sent long enough to outlast that.
     let stack = start(StackOptions {
         max_attempts: 40,

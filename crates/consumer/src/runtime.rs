@@ -48,6 +48,11 @@ pub struct ConsumerConfig {
     /// How often the `consumer_lag` gauges are refreshed from the Kafka
     /// client's statistics; zero turns them off.
     pub lag_interval: Duration,
+    /// How long the group waits for a silent member (a crashed process)
+    /// before moving its partitions to the others. Well under the saga's
+    /// step timeout (30 s), so a crash does not make sagas time out; the
+    /// client heartbeats every third of it from a thread of its own.
+    pub session_timeout: Duration,
 }
 
 impl ConsumerConfig {
@@ -63,6 +68,7 @@ impl ConsumerConfig {
             inbox_prune_interval: Duration::from_secs(3600),
             max_batch: 32,
             lag_interval: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(10),
         }
     }
 
@@ -200,6 +206,14 @@ pub async fn run(
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "cooperative-sticky")
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout.as_millis() / 3).max(1).to_string(),
+            )
             .set(
                 "statistics.interval.ms",
                 config.lag_interval.as_millis().to_string(),

@@ -776,9 +776,26 @@ pick() {
   done
 }
 
+# The fixed loopback ports of the infrastructure and of scripts/stack.sh lie inside
+# Linux's range for outgoing connections' local ports (32768-60999): on a busy machine a
+# connection can take one just before its server binds it ("Address already in use").
+# Reserving them keeps the kernel from handing them out; best effort (needs root).
+RESERVED_PORTS="${ORDERSAGA_RESERVED_PORTS:-$PG_PORT,50051-50060}"
+cmd_reserve_ports() {
+  local file=/proc/sys/net/ipv4/ip_local_reserved_ports current
+  [[ -w "$file" ]] || { log "ports: cannot reserve $RESERVED_PORTS (no write access to $file)"; return 0; }
+  current="$(cat "$file")"
+  if echo "${current:+$current,}$RESERVED_PORTS" >"$file" 2>/dev/null; then
+    log "ports: reserved $RESERVED_PORTS for listeners (now: $(cat "$file"))"
+  else
+    log "ports: cannot reserve $RESERVED_PORTS"
+  fi
+}
+
 cmd_up() {
   local t0=$SECONDS c
   local -a want
+  cmd_reserve_ports
   mapfile -t want < <(pick "$@")
   if [[ $# -eq 0 ]]; then
     cmd_install
@@ -896,6 +913,7 @@ main() {
     status) cmd_status ;;
     logs) cmd_logs "$@" ;;
     env) cmd_env ;;
+    reserve-ports) cmd_reserve_ports ;;
     clean) cmd_clean ;;
     kafka-java) cmd_kafka_java "$@" ;;
     kafka-class) write_kafka_config_if_missing; kafka_pick_class "$@" ;;

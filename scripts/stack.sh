@@ -223,6 +223,7 @@ start_one() {
 
 cmd_up() {
   check_infra
+  "$ROOT/scripts/infra.sh" reserve-ports
   mkdir -p "$LOGS" "$RUN"
   write_health_proto
   local name binary addr env

@@ -161,16 +161,24 @@ impl Reservations {
             );
             return Ok(answer);
         }
-        // A refusal needs no lock: a product unknown, sold out or short in
-        // the last committed state is a valid answer at that instant. Only an
-        // order that can be served locks its products (and decides again on
-        // what it locked), so orders for a sold-out product never queue
-        // behind each other on its row.
+        // Products with stock are locked, in id order; a sold-out product is
+        // not: no reservation can take from it, and orders for it must not
+        // queue behind each other on its row. Locking every product at once
+        // (the common case) decides on what is locked. Otherwise a product
+        // is unknown or sold out, a refusal that is valid on the last
+        // committed state; only if that state says the order can be served
+        // after all (stock arrived meanwhile) are all its products locked
+        // and the order decided again.
         let ids = request.product_ids();
-        let answer = match domain::decide(request, &db::find_products(conn, &ids, false).await?)? {
-            refused @ ReserveAnswer::Refused(_) => refused,
-            ReserveAnswer::Reserved { .. } => {
-                domain::decide(request, &db::find_products(conn, &ids, true).await?)?
+        let in_stock = db::lock_products_in_stock(conn, &ids).await?;
+        let answer = if in_stock.len() == ids.len() {
+            domain::decide(request, &in_stock)?
+        } else {
+            match domain::decide(request, &db::find_products(conn, &ids, false).await?)? {
+                refused @ ReserveAnswer::Refused(_) => refused,
+                ReserveAnswer::Reserved { .. } => {
+                    domain::decide(request, &db::find_products(conn, &ids, true).await?)?
+                }
             }
         };
         match &answer {

@@ -159,6 +159,23 @@ pub async fn find_products(
     rows.into_iter().map(to_locked).collect()
 }
 
+/// Locks those of `ids` that exist and have stock, in id order (the one
+/// lock order of products); sold-out products are left out, unlocked.
+pub async fn lock_products_in_stock(
+    conn: &mut AsyncPgConnection,
+    ids: &[ProductId],
+) -> Result<Vec<LockedProduct>, DbError> {
+    let ids: Vec<&str> = ids.iter().map(ProductId::as_str).collect();
+    let rows = products::table
+        .filter(products::id.eq_any(&ids).and(products::stock.gt(0)))
+        .order(products::id.asc())
+        .select(ProductRow::as_select())
+        .for_update()
+        .load(conn)
+        .await?;
+    rows.into_iter().map(to_locked).collect()
+}
+
 fn to_locked(row: ProductRow) -> Result<LockedProduct, DbError> {
     let product = product_to_domain(row)?;
     Ok(LockedProduct {

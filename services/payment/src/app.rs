@@ -108,20 +108,30 @@ impl Payments {
         if let Some(existing) = db::find_payment(conn, charge.order_id, false).await? {
             return Ok((existing.charge_reply(), "replayed"));
         }
-        // A decline needs no lock: an account missing, short or in another
-        // currency in the last committed state is a valid answer at that
-        // instant, and declined charges of one customer must not queue on its
-        // row. A charge that can go through locks the account until the
-        // commit and decides again on it, so concurrent charges of one
-        // customer decide one after the other on the current balance.
-        let seen = db::find_account(conn, &charge.customer_id, false).await?;
-        let decision = match domain::decide_charge(seen.as_ref(), &charge.amount, self.limit_minor)
-        {
-            Ok(_) => {
-                let account = db::find_account(conn, &charge.customer_id, true).await?;
-                domain::decide_charge(account.as_ref(), &charge.amount, self.limit_minor)
-            }
-            declined => declined,
+        // An account that holds money is locked until the commit, so
+        // concurrent charges of one customer decide one after the other on
+        // the current balance. An empty or missing one is not: the decline is
+        // valid on the last committed state, and declined charges of one
+        // customer must not queue on its row; only if that state says the
+        // charge can go through after all (money arrived meanwhile) is the
+        // account locked and the charge decided again.
+        let decide = |account: Option<&Account>| {
+            domain::decide_charge(account, &charge.amount, self.limit_minor)
+        };
+        let decision = match db::lock_account_with_money(conn, &charge.customer_id).await? {
+            Some(account) => decide(Some(&account)),
+            None => match decide(
+                db::find_account(conn, &charge.customer_id, false)
+                    .await?
+                    .as_ref(),
+            ) {
+                Ok(_) => decide(
+                    db::find_account(conn, &charge.customer_id, true)
+                        .await?
+                        .as_ref(),
+                ),
+                declined => declined,
+            },
         };
         let status = match decision {
             Ok(_) => PaymentStatus::Charged,

@@ -77,6 +77,23 @@ pub async fn find_account(
     row.map(account_to_domain).transpose()
 }
 
+/// The customer's account if it holds money, locked (`FOR UPDATE`) until the
+/// transaction ends; an empty or missing account is left alone (`None`).
+pub async fn lock_account_with_money(
+    conn: &mut AsyncPgConnection,
+    customer_id: &CustomerId,
+) -> Result<Option<Account>, DbError> {
+    let row = accounts::table
+        .find(customer_id.as_str())
+        .filter(accounts::balance_minor.gt(0))
+        .select(AccountRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(account_to_domain).transpose()
+}
+
 /// Sets the balance of an account whose row the caller holds locked.
 pub async fn set_balance(
     conn: &mut AsyncPgConnection,
